@@ -1,0 +1,31 @@
+/** `moka doctor`: what this machine offers the engine (runtime versions, execution providers). */
+import type { Command } from 'commander';
+import * as ort from 'onnxruntime-node';
+
+export function registerDoctor(program: Command): void {
+  program
+    .command('doctor')
+    .description('show the Node and ONNX Runtime versions and which execution providers are installed')
+    .option('--json', 'print JSON instead of a table')
+    .action((opts: { json?: boolean }) => {
+      const backends = ort.listSupportedBackends();
+      const report = {
+        node: process.version,
+        onnxruntime: ort.env.versions.common,
+        platform: `${process.platform}-${process.arch}`,
+        providers: backends.map((b) => ({ name: b.name, bundled: b.bundled })),
+      };
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        return;
+      }
+      process.stdout.write(`node          ${report.node}\n`);
+      process.stdout.write(`onnxruntime   ${report.onnxruntime}\n`);
+      process.stdout.write(`platform      ${report.platform}\n`);
+      for (const p of report.providers) {
+        process.stdout.write(
+          `provider      ${p.name.padEnd(9)} ${p.bundled ? 'bundled' : 'needs install'}\n`,
+        );
+      }
+    });
+}

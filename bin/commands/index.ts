@@ -1,0 +1,7 @@
+/** Registers every subcommand on the program. Later issues add one import and one call each. */
+import type { Command } from 'commander';
+import { registerDoctor } from './doctor.ts';
+
+export function registerCommands(program: Command): void {
+  registerDoctor(program);
+}

@@ -1,0 +1,44 @@
+/**
+ * The `moka` command line. Each subcommand lives in `bin/commands/<name>.ts` and exports `register`.
+ * Errors caused by the user print one line and exit 1; usage errors exit 2 (commander's convention).
+ */
+import { Command, CommanderError } from 'commander';
+import { isUserError } from '../lib/errors.ts';
+import { registerCommands } from './commands/index.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('moka')
+    .description(
+      'Fine-tune 4-bit quantized LLaMA-family models with Mixture of Kronecker Adapters (MoKA), ' +
+        'evaluate them and report, locally or on AWS.',
+    )
+    .version('0.1.0')
+    .showSuggestionAfterError(true)
+    .exitOverride();
+  registerCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed the message (or the help text).
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    if (isUserError(err)) {
+      process.stderr.write(`moka: error: ${err.message}\n`);
+      return 1;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`moka: internal error: ${message}\n`);
+    if (process.env.MOKA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    else process.stderr.write('moka: set MOKA_DEBUG=1 to print the stack trace, and please report this.\n');
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
