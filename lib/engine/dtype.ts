@@ -1,0 +1,92 @@
+/**
+ * Element types of engine tensors, their ONNX enum values and the JS arrays that carry them across the
+ * ORT boundary. bfloat16 exists inside graphs only: onnxruntime-node cannot pass it in or out.
+ */
+import type * as ort from 'onnxruntime-node';
+
+export type DType =
+  | 'float32'
+  | 'float16'
+  | 'bfloat16'
+  | 'float64'
+  | 'int64'
+  | 'int32'
+  | 'bool'
+  | 'uint8'
+  | 'int4'
+  | 'uint4';
+
+export const FLOAT_DTYPES: readonly DType[] = ['float32', 'float16', 'bfloat16', 'float64'];
+
+export function isFloat(d: DType): boolean {
+  return FLOAT_DTYPES.includes(d);
+}
+
+/** ONNX TensorProto.DataType values (int4/uint4 are 22/21, missing from onnx-proto's enum but accepted by ORT). */
+export const ONNX_DTYPE: Record<DType, number> = {
+  float32: 1,
+  uint8: 2,
+  int32: 6,
+  int64: 7,
+  bool: 9,
+  float16: 10,
+  float64: 11,
+  bfloat16: 16,
+  uint4: 21,
+  int4: 22,
+};
+
+/** Size in bits of one element. */
+export const DTYPE_BITS: Record<DType, number> = {
+  float32: 32,
+  float16: 16,
+  bfloat16: 16,
+  float64: 64,
+  int64: 64,
+  int32: 32,
+  bool: 8,
+  uint8: 8,
+  int4: 4,
+  uint4: 4,
+};
+
+/** The ORT tensor type name used to feed/fetch this dtype from JS, or null when it cannot cross the boundary. */
+export function ortTypeOf(d: DType): ort.Tensor.Type | null {
+  switch (d) {
+    case 'float32':
+    case 'float16':
+    case 'float64':
+    case 'int64':
+    case 'int32':
+    case 'bool':
+    case 'uint8':
+      return d;
+    default:
+      return null;
+  }
+}
+
+export type HostArray = Float32Array | Float64Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
+
+/** Allocates a zeroed host array for `n` elements of `d` (float16 as raw Uint16Array bits). */
+export function allocHost(d: DType, n: number): HostArray {
+  switch (d) {
+    case 'float32':
+      return new Float32Array(n);
+    case 'float64':
+      return new Float64Array(n);
+    case 'float16':
+    case 'bfloat16':
+      return new Uint16Array(n);
+    case 'int64':
+      return new BigInt64Array(n);
+    case 'int32':
+      return new Int32Array(n);
+    case 'bool':
+    case 'uint8':
+      return new Uint8Array(n);
+    case 'int4':
+    case 'uint4':
+      return new Uint8Array(Math.ceil(n / 2));
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * Serialises the part of a graph that computes chosen outputs into an ONNX model (opset 21, plus
+ * com.microsoft ops), with named dimensions bound to concrete sizes. Frozen weights become initializers;
+ * when the model would pass the 2 GB protobuf limit they are written as external data instead.
+ */
+import onnxProto from 'onnx-proto';
+import { readSync, openSync, closeSync } from 'node:fs';
+import { ONNX_DTYPE } from './dtype.ts';
+import { EmitContext } from './emit-context.ts';
+import { GraphError, type Node, type Tensor } from './graph.ts';
+import { bindShape } from './shape.ts';
+
+const { onnx } = onnxProto;
+
+export const OPSET = 21;
+export const IR_VERSION = 10;
+
+export interface EmitRequest {
+  /** Graph inputs in the order the caller will feed them, by name. */
+  inputs: readonly Tensor[];
+  /** Named outputs. */
+  outputs: Readonly<Record<string, Tensor>>;
+  binding: ReadonlyMap<string, number>;
+  /**
+   * Weights larger than this many bytes go to external data when the model's weights total more than
+   * `externalDataTotalBytes` (default: 1.5 GiB, well under the 2 GiB protobuf limit).
+   */
+  externalDataTotalBytes?: number;
+}
+
+export interface ExternalBlob {
+  /** File name relative to the model file. */
+  location: string;
+  /** Sources concatenated in order into that file. */
+  parts: { tensorName: string; bytes: () => Uint8Array }[];
+}
+
+export interface EmittedModel {
+  model: Uint8Array;
+  /** Present when weights are external: write them beside the model file and load the model by path. */
+  external: ExternalBlob | null;
+  nodeCount: number;
+}
+
+function weightBytes(t: Tensor): number {
+  const d = t.data!;
+  return 'file' in d ? d.length : d.byteLength;
+}
+
+function readWeight(t: Tensor): Uint8Array {
+  const d = t.data!;
+  if (!('file' in d)) return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  const fd = openSync(d.file, 'r');
+  try {
+    const buf = new Uint8Array(d.length);
+    let done = 0;
+    while (done < d.length) done += readSync(fd, buf, done, d.length - done, d.offset + done);
+    return buf;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
+  const outputs = Object.entries(req.outputs);
+  if (outputs.length === 0) throw new GraphError(`graph "${graphName}": no outputs requested`);
+
+  // Walk back from the outputs to find the nodes and leaves needed.
+  const live = new Set<number>();
+  const liveNodes = new Map<number, Node>();
+  const leaves = new Map<number, Tensor>();
+  const stack = outputs.map(([, t]) => t);
+  while (stack.length) {
+    const t = stack.pop()!;
+    if (live.has(t.id)) continue;
+    live.add(t.id);
+    if (t.producer) {
+      liveNodes.set(t.producer.id, t.producer);
+      for (const i of t.producer.inputs) stack.push(i);
+    } else leaves.set(t.id, t);
+  }
+
+  const inputIds = new Set(req.inputs.map((t) => t.id));
+  for (const leaf of leaves.values()) {
+    if (leaf.kind === 'input' && !inputIds.has(leaf.id)) {
+      throw new GraphError(
+        `graph "${graphName}": output needs input "${leaf.name}", which is not among the feeds`,
+      );
+    }
+  }
+
+  const ctx = new EmitContext(req.binding);
+  const valueInfo = (name: string, t: Tensor) => ({
+    name,
+    type: {
+      tensorType: {
+        elemType: ONNX_DTYPE[t.dtype],
+        shape: { dim: bindShape(t.shape, req.binding).map((d) => ({ dimValue: d })) },
+      },
+    },
+  });
+
+  // Weights: inline initializers, or external data when the total is large.
+  const weights = [...leaves.values()].filter((t) => t.kind === 'weight').sort((a, b) => a.id - b.id);
+  const totalWeightBytes = weights.reduce((s, t) => s + weightBytes(t), 0);
+  const externalize = totalWeightBytes > (req.externalDataTotalBytes ?? 1.5 * 2 ** 30);
+  const external: ExternalBlob | null = externalize
+    ? { location: `${sanitize(graphName)}.weights`, parts: [] }
+    : null;
+  let offset = 0;
+  for (const w of weights) {
+    const proto: onnxProto.onnx.ITensorProto = {
+      name: ctx.name(w),
+      dataType: ONNX_DTYPE[w.dtype],
+      dims: bindShape(w.shape, req.binding),
+    };
+    if (external && weightBytes(w) >= 1024) {
+      const length = weightBytes(w);
+      proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+      proto.externalData = [
+        { key: 'location', value: external.location },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(length) },
+      ];
+      external.parts.push({ tensorName: w.name!, bytes: () => readWeight(w) });
+      offset += length;
+    } else proto.rawData = readWeight(w);
+    ctx.initializers.push(proto);
+  }
+  for (const c of leaves.values()) {
+    if (c.kind !== 'constant') continue;
+    const d = c.data as Exclude<Tensor['data'], null | { file: string }>;
+    ctx.initializers.push({
+      name: ctx.name(c),
+      dataType: ONNX_DTYPE[c.dtype],
+      dims: bindShape(c.shape, req.binding),
+      rawData: new Uint8Array(d.buffer, d.byteOffset, d.byteLength),
+    });
+  }
+
+  const sorted = [...liveNodes.values()].sort((a, b) => a.id - b.id);
+  for (const n of sorted) {
+    ctx.currentOp = `${n.op.type}#${n.id}`;
+    n.op.emit(ctx, n);
+  }
+
+  // Outputs take the requested names (an Identity renames; it also covers outputs that are inputs).
+  for (const [name, t] of outputs) ctx.node('Identity', [ctx.name(t)], [name]);
+
+  const model = onnx.ModelProto.create({
+    irVersion: IR_VERSION,
+    producerName: 'moka',
+    opsetImport: [...ctx.usedDomains, '']
+      .filter((d, i, a) => a.indexOf(d) === i)
+      .map((domain) => ({
+        domain,
+        version: domain === '' ? OPSET : 1,
+      })),
+    graph: {
+      name: graphName,
+      node: ctx.nodes,
+      initializer: ctx.initializers,
+      input: req.inputs.filter((t) => live.has(t.id)).map((t) => valueInfo(ctx.name(t), t)),
+      output: outputs.map(([name, t]) => valueInfo(name, t)),
+    },
+  });
+  return { model: onnx.ModelProto.encode(model).finish(), external, nodeCount: ctx.nodes.length };
+}
+
+function sanitize(name: string): string {
+  return name.replace(/[^A-Za-z0-9_.-]/g, '_');
+}

@@ -1,0 +1,281 @@
+/**
+ * Runs graphs with ONNX Runtime. A Session owns one graph's inputs/outputs; it binds named dimensions from
+ * the shapes it is fed, and compiles (and caches) one ORT session per distinct binding, because static
+ * shapes are what ORT optimises and plans memory for.
+ *
+ * Session options avoid the known training-graph pitfalls (see shared/reference/onnxruntime-notes.md §6):
+ * constant folding is off (it would duplicate frozen weights and fold Casts of them into full-precision
+ * copies), and 4-bit matmuls use the exact path (accuracy level 0) so training and evaluation agree.
+ */
+import * as ort from 'onnxruntime-node';
+import { createRequire } from 'node:module';
+import { existsSync, mkdtempSync, openSync, writeSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { UserError } from '../errors.ts';
+import type { HostArray } from './dtype.ts';
+import { ortTypeOf } from './dtype.ts';
+import { emitOnnx, type EmittedModel } from './emit.ts';
+import { GraphError, type Graph, type Tensor } from './graph.ts';
+import { bindDim, isStatic, shapeStr, type Shape } from './shape.ts';
+
+export type ProviderName = 'cpu' | 'cuda' | 'webgpu';
+export type ProviderChoice = ProviderName | 'auto';
+
+export interface SessionOptions {
+  /** Execution provider: 'cpu' (default), 'cuda', 'webgpu', or 'auto' (the first of cuda, webgpu, cpu that starts). */
+  provider?: ProviderChoice;
+  /** ORT intra-op threads (default: ORT's choice, the physical cores). Use 1 for bit-reproducible runs. */
+  intraOpThreads?: number;
+  /** ORT graph optimisation level (default 'all'). */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Write ORT's optimised graph here (for inspecting what ORT made of ours). */
+  optimizedModelPath?: string;
+  /** Weights go to external data when their total passes this many bytes (default 1.5 GiB). */
+  externalDataTotalBytes?: number;
+}
+
+export type Feed = HostArray | ort.Tensor | { data: HostArray; dims: readonly number[] };
+
+export interface SessionSpec {
+  inputs: readonly Tensor[];
+  outputs: Readonly<Record<string, Tensor>>;
+}
+
+interface Compiled {
+  session: ort.InferenceSession;
+  provider: ProviderName;
+  inputNames: Set<string>;
+  tempDir: string | null;
+  nodeCount: number;
+}
+
+const require = createRequire(import.meta.url);
+
+/** Directory holding onnxruntime-node's native libraries for this platform. */
+function ortBinaryDir(): string {
+  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
+  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+export function cudaProviderInstalled(): boolean {
+  const lib =
+    process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
+  return existsSync(join(ortBinaryDir(), lib));
+}
+
+const CUDA_HOWTO =
+  'The CUDA execution provider is not installed. onnxruntime-node downloads it at install time only when asked: ' +
+  'on a machine with CUDA 13 libraries and network access run ' +
+  '`ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install` ' +
+  '(the GPU container image does this), or use --provider cpu.';
+
+export class Session {
+  private readonly compiled = new Map<string, Promise<Compiled>>();
+  private readonly inputsByName = new Map<string, Tensor>();
+
+  constructor(
+    readonly graph: Graph,
+    readonly spec: SessionSpec,
+    readonly options: SessionOptions = {},
+  ) {
+    for (const t of spec.inputs) {
+      if (t.kind !== 'input' || !t.name)
+        throw new GraphError(`session "${graph.name}": ${t} is not a graph input`);
+      this.inputsByName.set(t.name, t);
+    }
+  }
+
+  /** Binds named dimensions from the fed shapes; throws naming the input and dimension on a mismatch. */
+  bind(feeds: Readonly<Record<string, Feed>>): Map<string, number> {
+    const binding = new Map<string, number>();
+    const checks: [string, Shape, readonly number[]][] = [];
+    for (const [name, t] of this.inputsByName) {
+      const feed = feeds[name];
+      if (feed === undefined) throw new GraphError(`session "${this.graph.name}": missing input "${name}"`);
+      const dims = feedDims(feed, t);
+      if (dims.length !== t.rank) {
+        throw new GraphError(
+          `session "${this.graph.name}": input "${name}" has shape [${dims}], expected ${shapeStr(t.shape)}`,
+        );
+      }
+      t.shape.forEach((d, i) => {
+        if (typeof d === 'string' && /^[A-Za-z_]\w*$/.test(d)) {
+          const prev = binding.get(d);
+          if (prev !== undefined && prev !== dims[i]) {
+            throw new GraphError(
+              `session "${this.graph.name}": dimension "${d}" is ${prev} elsewhere but ${dims[i]} in input "${name}"`,
+            );
+          }
+          binding.set(d, dims[i]!);
+        }
+      });
+      checks.push([name, t.shape, dims]);
+    }
+    for (const [name, shape, dims] of checks) {
+      shape.forEach((d, i) => {
+        if (bindDim(d, binding) !== dims[i]) {
+          throw new GraphError(
+            `session "${this.graph.name}": input "${name}" has shape [${dims}], expected ${shapeStr(shape)}`,
+          );
+        }
+      });
+    }
+    return binding;
+  }
+
+  /** Runs the graph; returns the named outputs. */
+  async run(feeds: Readonly<Record<string, Feed>>): Promise<Record<string, ort.Tensor>> {
+    const binding = this.bind(feeds);
+    const compiled = await this.compile(binding);
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of this.inputsByName) {
+      if (!compiled.inputNames.has(name)) continue; // not needed for the requested outputs
+      ortFeeds[name] = toOrtTensor(feeds[name]!, t, binding);
+    }
+    try {
+      return await compiled.session.run(ortFeeds);
+    } catch (err) {
+      throw new Error(`graph "${this.graph.name}" on ${compiled.provider}: ${(err as Error).message}`);
+    }
+  }
+
+  /** The provider the session for this binding runs on (compiling it if needed). */
+  async providerFor(feeds: Readonly<Record<string, Feed>>): Promise<ProviderName> {
+    return (await this.compile(this.bind(feeds))).provider;
+  }
+
+  /** The ONNX model for a binding, as bytes (for tests, export and debugging). */
+  emit(binding: ReadonlyMap<string, number>): EmittedModel {
+    return emitOnnx(this.graph.name, {
+      ...this.spec,
+      binding,
+      externalDataTotalBytes: this.options.externalDataTotalBytes,
+    });
+  }
+
+  async release(): Promise<void> {
+    const all = [...this.compiled.values()];
+    this.compiled.clear();
+    for (const p of all) {
+      const c = await p.catch(() => null);
+      if (!c) continue;
+      await c.session.release();
+      if (c.tempDir) rmSync(c.tempDir, { recursive: true, force: true });
+    }
+  }
+
+  private compile(binding: Map<string, number>): Promise<Compiled> {
+    const key = [...binding.entries()]
+      .sort()
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
+    let p = this.compiled.get(key);
+    if (!p) {
+      p = this.create(binding);
+      this.compiled.set(key, p);
+      p.catch(() => this.compiled.delete(key));
+    }
+    return p;
+  }
+
+  private async create(binding: Map<string, number>): Promise<Compiled> {
+    const emitted = this.emit(binding);
+    let tempDir: string | null = null;
+    let source: string | Uint8Array = emitted.model;
+    if (emitted.external) {
+      // Large weights: write model + weights beside each other and load by path (ORT then maps the file).
+      tempDir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
+      const fd = openSync(join(tempDir, emitted.external.location), 'w');
+      try {
+        for (const part of emitted.external.parts) writeSync(fd, part.bytes());
+      } finally {
+        closeSync(fd);
+      }
+      source = join(tempDir, 'model.onnx');
+      writeFileSync(source, emitted.model);
+    }
+    const choice = this.options.provider ?? 'cpu';
+    const candidates: ProviderName[] = choice === 'auto' ? autoCandidates() : [choice];
+    let lastError: Error | null = null;
+    for (const provider of candidates) {
+      try {
+        const session = await this.createOn(provider, source);
+        return {
+          session,
+          provider,
+          inputNames: new Set(session.inputNames),
+          tempDir,
+          nodeCount: emitted.nodeCount,
+        };
+      } catch (err) {
+        lastError = err as Error;
+      }
+    }
+    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+    throw lastError!;
+  }
+
+  private async createOn(provider: ProviderName, source: string | Uint8Array): Promise<ort.InferenceSession> {
+    if (provider === 'cuda' && !cudaProviderInstalled()) throw new UserError(CUDA_HOWTO);
+    const opts: ort.InferenceSession.SessionOptions = {
+      executionProviders: [provider],
+      graphOptimizationLevel: this.options.optimization ?? 'all',
+      enableCpuMemArena: true,
+      enableMemPattern: true,
+      extra: {
+        session: { qdq_matmulnbits_accuracy_level: '0' },
+        optimization: { disable_specified_optimizers: 'ConstantFolding' },
+      },
+    };
+    if (this.options.intraOpThreads) opts.intraOpNumThreads = this.options.intraOpThreads;
+    if (this.options.optimizedModelPath) opts.optimizedModelFilePath = this.options.optimizedModelPath;
+    try {
+      return typeof source === 'string'
+        ? await ort.InferenceSession.create(source, opts)
+        : await ort.InferenceSession.create(source, opts);
+    } catch (err) {
+      const msg = (err as Error).message;
+      if (provider === 'cuda')
+        throw new UserError(`the CUDA provider failed to start: ${msg}. ${CUDA_HOWTO}`);
+      if (provider === 'webgpu') {
+        throw new UserError(
+          `the WebGPU provider failed to start: ${msg}. It needs a GPU with a Vulkan driver (Debian: libvulkan1 ` +
+            'and the vendor driver); use --provider cpu otherwise.',
+        );
+      }
+      throw new Error(`graph "${this.graph.name}": ONNX Runtime rejected the model: ${msg}`);
+    }
+  }
+}
+
+function autoCandidates(): ProviderName[] {
+  const list: ProviderName[] = [];
+  if (cudaProviderInstalled()) list.push('cuda');
+  list.push('webgpu', 'cpu');
+  return list;
+}
+
+function feedDims(feed: Feed, t: Tensor): readonly number[] {
+  if (feed instanceof ort.Tensor) return feed.dims;
+  if ('dims' in feed && !ArrayBuffer.isView(feed)) return feed.dims;
+  if (!isStatic(t.shape)) {
+    throw new GraphError(`input "${t.name}" has named dimensions ${shapeStr(t.shape)}: feed {data, dims}`);
+  }
+  return t.shape;
+}
+
+function toOrtTensor(feed: Feed, t: Tensor, binding: ReadonlyMap<string, number>): ort.Tensor {
+  if (feed instanceof ort.Tensor) return feed;
+  const data = ArrayBuffer.isView(feed) ? feed : feed.data;
+  const dims = ArrayBuffer.isView(feed) ? t.shape.map((d) => bindDim(d, binding)) : [...feed.dims];
+  const type = ortTypeOf(t.dtype);
+  if (!type) throw new GraphError(`input "${t.name}": ${t.dtype} cannot be fed from JavaScript`);
+  const expected = dims.reduce((a, b) => a * b, 1);
+  if (data.length !== expected) {
+    throw new GraphError(
+      `input "${t.name}": ${data.length} values for shape [${dims}] (${expected} expected)`,
+    );
+  }
+  return new ort.Tensor(type, data as never, dims);
+}
