@@ -28,6 +28,7 @@ export {
   gather,
 } from './ops/shape-ops.ts';
 export { matmul, type MatmulOptions } from './ops/matmul.ts';
+export { linear } from './ops/linear.ts';
 export { softmax, logSoftmax, crossEntropy, rmsNorm } from './ops/nn.ts';
 export { rope, ropeTables } from './ops/rope.ts';
 export { attention, type AttentionOptions } from './ops/attention.ts';

@@ -1,0 +1,127 @@
+/**
+ * The fused MoKA update: y = Σ_i α_i · x·(A_i ⊗ B_i)ᵀ with α = softmax(gate logits), computed without ever
+ * forming a d_out × d_in matrix.
+ *
+ * Convention (row-major, identical to torch.kron): for a token x ∈ R^n viewed as X ∈ R^{n_a×n_b},
+ * x·kron(A, B)ᵀ = flatten(A·X·Bᵀ). Components of one shape (m_a, n_a, m_b, n_b) are stacked into
+ * A_s [K, m_a, n_a] and B_s [K, m_b, n_b] and computed together with two 2-D GEMMs over all T tokens:
+ *
+ *   Z  = X₂ · B_catᵀ          X₂ = x as [T·n_a, n_b],  B_cat = B_s as [K·m_b, n_b]   → [T·n_a, K·m_b]
+ *   Z₂ = Z viewed [T, n_a, K, m_b], transposed to [T, m_b, K, n_a], as [T·m_b, K·n_a]
+ *   Y₂ = Z₂ · A_cat           A_cat[(k,i), p] = α_k A_k[p, i]                         → [T·m_b, m_a]
+ *   y  = Y₂ viewed [T, m_b, m_a], transposed to [T, m_a, m_b], flattened to [T, m]
+ *
+ * The second GEMM contracts over (k, i) at once, so it also sums the K components. Gradients come from the
+ * engine's autodiff of these ops, which gives the same structure (GEMMs over all tokens) in the backward.
+ */
+import {
+  GraphError,
+  add,
+  matmul,
+  mul,
+  reduceSum,
+  reshape,
+  slice,
+  softmax,
+  transpose,
+  type Tensor,
+} from '../engine/index.ts';
+import { divDims, mulDims, numel } from '../engine/shape.ts';
+
+/** Factor shape of one Kronecker component: A is m_a×n_a, B is m_b×n_b, ΔW = A ⊗ B is (m_a·m_b)×(n_a·n_b). */
+export type KroneckerShape = readonly [ma: number, na: number, mb: number, nb: number];
+
+/** Components of one shape, stacked: a [K, m_a, n_a], b [K, m_b, n_b]. */
+export interface KroneckerGroup {
+  shape: KroneckerShape;
+  a: Tensor;
+  b: Tensor;
+}
+
+export function groupSize(g: KroneckerGroup): number {
+  return g.a.shape[0] as number;
+}
+
+function checkGroup(g: KroneckerGroup, m: number, n: number, index: number): void {
+  const [ma, na, mb, nb] = g.shape;
+  const where = `Kronecker group ${index} with shape [${g.shape}]`;
+  if (ma * mb !== m || na * nb !== n) {
+    throw new GraphError(`${where}: gives a ${ma * mb}x${na * nb} update, the layer is ${m}x${n}`);
+  }
+  const k = g.a.shape[0];
+  const okA = g.a.rank === 3 && g.a.shape[1] === ma && g.a.shape[2] === na;
+  const okB = g.b.rank === 3 && g.b.shape[0] === k && g.b.shape[1] === mb && g.b.shape[2] === nb;
+  if (!okA || !okB) {
+    throw new GraphError(
+      `${where}: factors must be [K, ${ma}, ${na}] and [K, ${mb}, ${nb}], got ${g.a} and ${g.b}`,
+    );
+  }
+}
+
+/**
+ * Σ_i α_i · x·(A_i ⊗ B_i)ᵀ for x [..., n] → [..., m]. `alpha` [r] holds the mixture weights of all r
+ * components in group order (softmax of the gate logits for MoKA; ones for a plain sum).
+ */
+export function kroneckerMixture(
+  x: Tensor,
+  groups: readonly KroneckerGroup[],
+  alpha: Tensor,
+  m: number,
+): Tensor {
+  if (groups.length === 0) throw new GraphError('kroneckerMixture: no components');
+  const n = x.shape[x.rank - 1];
+  if (typeof n !== 'number') throw new GraphError(`kroneckerMixture: the feature axis of ${x} must be fixed`);
+  const lead = x.shape.slice(0, -1);
+  const tokens = divDims(numel(x.shape), n)!;
+  let offset = 0;
+  let sum: Tensor | null = null;
+  groups.forEach((g, index) => {
+    checkGroup(g, m, n, index);
+    const [ma, na, mb, nb] = g.shape;
+    const k = groupSize(g);
+    const alphaG = reshape(slice(alpha, 0, offset, offset + k), [k, 1, 1]);
+    offset += k;
+    // A_cat[(k,i), p] = α_k A_k[p, i]
+    const aCat = reshape(transpose(mul(g.a, alphaG), [0, 2, 1]), [k * na, ma]);
+    const bCat = reshape(g.b, [k * mb, nb]);
+    const z = matmul(reshape(x, [mulDims(tokens, na), nb]), bCat, { transB: true });
+    const z2 = reshape(transpose(reshape(z, [tokens, na, k, mb]), [0, 3, 2, 1]), [
+      mulDims(tokens, mb),
+      k * na,
+    ]);
+    const y2 = matmul(z2, aCat);
+    const y = reshape(transpose(reshape(y2, [tokens, mb, ma]), [0, 2, 1]), [...lead, m]);
+    sum = sum ? add(sum, y) : y;
+  });
+  if (offset !== alpha.shape[0]) {
+    throw new GraphError(`kroneckerMixture: ${alpha.shape[0]} mixture weights for ${offset} components`);
+  }
+  return sum!;
+}
+
+/** MoKA gate: α = softmax(logits) over all components of a layer. */
+export function mokaGate(logits: Tensor): Tensor {
+  return softmax(logits, 0);
+}
+
+/**
+ * The same update by materialising ΔW = Σ α_i kron(A_i, B_i) and multiplying: allowed for merge, export,
+ * tests and as the benchmark baseline, never for training.
+ */
+export function materializedKroneckerDelta(groups: readonly KroneckerGroup[], alpha: Tensor): Tensor {
+  let offset = 0;
+  let sum: Tensor | null = null;
+  for (const g of groups) {
+    const [ma, na, mb, nb] = g.shape;
+    const k = groupSize(g);
+    const alphaG = reshape(slice(alpha, 0, offset, offset + k), [k, 1, 1, 1, 1]);
+    offset += k;
+    // kron(A, B)[p·m_b + q, i·n_b + j] = A[p, i]·B[q, j]: broadcast to [K, m_a, m_b, n_a, n_b] and sum over K.
+    const a5 = reshape(g.a, [k, ma, 1, na, 1]);
+    const b5 = reshape(g.b, [k, 1, mb, 1, nb]);
+    const prod = mul(mul(a5, b5), alphaG);
+    const delta = reshape(reduceSum(prod, 0), [ma * mb, na * nb]);
+    sum = sum ? add(sum, delta) : delta;
+  }
+  return sum!;
+}
