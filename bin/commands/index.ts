@@ -1,9 +1,11 @@
 /** Registers every subcommand on the program. Later issues add one import and one call each. */
 import type { Command } from 'commander';
 import { registerDoctor } from './doctor.ts';
+import { registerPlan } from './plan.ts';
 import { registerInitTiny } from './init-tiny.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
+  registerPlan(program);
   registerInitTiny(program);
 }
