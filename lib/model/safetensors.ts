@@ -290,7 +290,10 @@ export class SafetensorsFile {
         `${this.path}: tensor "${name}" has dtype ${t.dtype}; only F32, F16, BF16 and F64 tensors convert to float32`,
       );
     }
-    return decodeFloat32(t.dtype, await this.readRaw(name));
+    const raw = await this.readRaw(name);
+    // readRaw's buffer is fresh and ours: view F32 in place instead of copying a possibly huge tensor.
+    if (t.dtype === 'F32') return new Float32Array(raw.buffer, 0, raw.byteLength / 4);
+    return decodeFloat32(t.dtype, raw);
   }
 
   async close(): Promise<void> {
