@@ -4,15 +4,16 @@
  *
  * Convention (row-major, identical to torch.kron): for a token x ∈ R^n viewed as X ∈ R^{n_a×n_b},
  * x·kron(A, B)ᵀ = flatten(A·X·Bᵀ). Components of one shape (m_a, n_a, m_b, n_b) are stacked into
- * A_s [K, m_a, n_a] and B_s [K, m_b, n_b] and computed together with two 2-D GEMMs over all T tokens:
+ * A_s [K, m_a, n_a] and B_s [K, m_b, n_b] and computed together with two GEMMs over all T tokens:
  *
- *   Z  = X₂ · B_catᵀ          X₂ = x as [T·n_a, n_b],  B_cat = B_s as [K·m_b, n_b]   → [T·n_a, K·m_b]
- *   Z₂ = Z viewed [T, n_a, K, m_b], transposed to [T, m_b, K, n_a], as [T·m_b, K·n_a]
- *   Y₂ = Z₂ · A_cat           A_cat[(k,i), p] = α_k A_k[p, i]                         → [T·m_b, m_a]
- *   y  = Y₂ viewed [T, m_b, m_a], transposed to [T, m_a, m_b], flattened to [T, m]
+ *   Z  = X₂ · B_catᵀ        X₂ = x as [T·n_a, n_b],  B_cat = B_s as [K·m_b, n_b]      → [T, n_a, K, m_b]
+ *   Zₛ = Z with the (n_a, K) axes swapped, as [T, K·n_a, m_b]   (a move of contiguous m_b-blocks; none if K = 1)
+ *   Y  = A_cat · Zₛ         A_cat[p, (k,i)] = α_k A_k[p, i], [m_a, K·n_a], one GEMM per token → [T, m_a, m_b]
  *
- * The second GEMM contracts over (k, i) at once, so it also sums the K components. Gradients come from the
- * engine's autodiff of these ops, which gives the same structure (GEMMs over all tokens) in the backward.
+ * The second product contracts over (k, i) at once, so it also sums the K components, and its output is
+ * already in the row-major order of y: no transposes of activations except the cheap block swap. Gradients
+ * come from the engine's autodiff, whose matmul VJP folds the token axis into the contraction for A_cat's
+ * gradient (one GEMM, no per-token intermediates).
  */
 import {
   GraphError,
@@ -81,16 +82,12 @@ export function kroneckerMixture(
     const k = groupSize(g);
     const alphaG = reshape(slice(alpha, 0, offset, offset + k), [k, 1, 1]);
     offset += k;
-    // A_cat[(k,i), p] = α_k A_k[p, i]
-    const aCat = reshape(transpose(mul(g.a, alphaG), [0, 2, 1]), [k * na, ma]);
+    // A_cat[p, (k,i)] = α_k A_k[p, i]
+    const aCat = reshape(transpose(mul(g.a, alphaG), [1, 0, 2]), [ma, k * na]);
     const bCat = reshape(g.b, [k * mb, nb]);
     const z = matmul(reshape(x, [mulDims(tokens, na), nb]), bCat, { transB: true });
-    const z2 = reshape(transpose(reshape(z, [tokens, na, k, mb]), [0, 3, 2, 1]), [
-      mulDims(tokens, mb),
-      k * na,
-    ]);
-    const y2 = matmul(z2, aCat);
-    const y = reshape(transpose(reshape(y2, [tokens, mb, ma]), [0, 2, 1]), [...lead, m]);
+    const zs = k === 1 ? z : transpose(reshape(z, [tokens, na, k, mb]), [0, 2, 1, 3]);
+    const y = reshape(matmul(aCat, reshape(zs, [tokens, k * na, mb])), [...lead, m]);
     sum = sum ? add(sum, y) : y;
   });
   if (offset !== alpha.shape[0]) {

@@ -268,6 +268,33 @@ const cases: Case[] = [
       float32: true,
     }),
   ),
+  ...(
+    [
+      [false, false],
+      [true, false],
+      [false, true],
+      [true, true],
+    ] as const
+  ).flatMap(([ta, tb]): Case[] => [
+    {
+      name: `matmul, 2-D weight on the left broadcast over the batch, transA=${ta} transB=${tb}`,
+      inputs: [
+        { name: 'a', shape: ta ? [5, 3] : [3, 5] },
+        { name: 'b', shape: tb ? [2, 3, 4, 5] : [2, 3, 5, 4] },
+      ],
+      build: (t) => matmul(t.a!, t.b!, { transA: ta, transB: tb }),
+      ref: (v) => R.matmulRef(v.a!, v.b!, ta, tb),
+    },
+    {
+      name: `matmul, 2-D weight on the right broadcast over the batch, transA=${ta} transB=${tb}`,
+      inputs: [
+        { name: 'a', shape: ta ? [2, 3, 5, 3] : [2, 3, 3, 5] },
+        { name: 'b', shape: tb ? [4, 5] : [5, 4] },
+      ],
+      build: (t) => matmul(t.a!, t.b!, { transA: ta, transB: tb }),
+      ref: (v) => R.matmulRef(v.a!, v.b!, ta, tb),
+    },
+  ]),
   {
     name: 'matmul batched, transA',
     inputs: [

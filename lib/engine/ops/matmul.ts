@@ -3,8 +3,9 @@
  * 2-D products emit Gemm(transA, transB), batched float32/float16 ones com.microsoft FusedMatMul. (A
  * Transpose of a frozen weight would also be constant-folded into a second copy of the weight.)
  */
-import { graphOf, opError, type OpDef, type Tensor } from '../graph.ts';
-import { broadcastShapes, dimEq } from '../shape.ts';
+import { graphOf, opError, type Node, type OpDef, type Tensor } from '../graph.ts';
+import { broadcastShapes, dimEq, mulDims, shapeEq } from '../shape.ts';
+import { reshape, transpose } from './shape-ops.ts';
 import { unbroadcast } from './elementwise.ts';
 import { requireFloat, requireSameDtype } from './util.ts';
 
@@ -50,12 +51,18 @@ const matmulOp: OpDef<MatmulAttrs> = {
     let gb: Tensor | null = null;
     // C = op(A)·op(B).  d op(A) = G·op(B)ᵀ,  d op(B) = op(A)ᵀ·G, transposed back when the operand was.
     if (needs[0]) {
-      ga = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
-      ga = unbroadcast(ga, a.shape);
+      ga = foldedWeightGrad(node, g, 0);
+      if (!ga) {
+        ga = transA ? matmul(b, g, { transA: transB, transB: true }) : matmul(g, b, { transB: !transB });
+        ga = unbroadcast(ga, a.shape);
+      }
     }
     if (needs[1]) {
-      gb = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
-      gb = unbroadcast(gb, b.shape);
+      gb = foldedWeightGrad(node, g, 1);
+      if (!gb) {
+        gb = transB ? matmul(g, a, { transA: true, transB: transA }) : matmul(a, g, { transA: !transA });
+        gb = unbroadcast(gb, b.shape);
+      }
     }
     return [ga, gb];
   },
@@ -92,6 +99,37 @@ const matmulOp: OpDef<MatmulAttrs> = {
     }
   },
 };
+
+/**
+ * Gradient of a 2-D operand broadcast over the batch axes of a batched product (a weight shared by all
+ * tokens), as ONE GEMM whose contraction runs over batch and rows together. The general rule would first
+ * form one product per batch entry and then sum them: the same FLOPs but a batch-sized intermediate.
+ * Returns null when the pattern does not apply.
+ */
+function foldedWeightGrad(node: Node<MatmulAttrs>, g: Tensor, which: 0 | 1): Tensor | null {
+  const [a, b] = node.inputs as [Tensor, Tensor];
+  const { transA, transB } = node.attrs;
+  const [w, other] = which === 0 ? [a, b] : [b, a];
+  const rank = g.rank;
+  if (w.rank !== 2 || rank <= 2 || other.rank !== rank) return null;
+  if (!shapeEq(other.shape.slice(0, -2), g.shape.slice(0, -2))) return null;
+  const batch = mulDims(...g.shape.slice(0, -2));
+  // Moves the second-to-last axis to the front: [..., r, c] → [r, ..., c] → [r, batch·c].
+  const rowsFirst = (t: Tensor) => {
+    const perm = [rank - 2, ...Array.from({ length: rank - 2 }, (_, i) => i), rank - 1];
+    return reshape(transpose(t, perm), [t.shape[rank - 2]!, mulDims(batch, t.shape[rank - 1]!)]);
+  };
+  const flat = (t: Tensor) => reshape(t, [mulDims(batch, t.shape[rank - 2]!), t.shape[rank - 1]!]);
+  let dOp: Tensor;
+  if (which === 0) {
+    // d op(A) [m, k] = Σ_b G_b·op(B)_bᵀ = G' [m, b·n] · op(B)'ᵀ, with op(B)' [k, b·n] (or [b·n, k] when B is transposed).
+    dOp = transB ? matmul(rowsFirst(g), flat(other)) : matmul(rowsFirst(g), rowsFirst(other), { transB: true });
+    return transA ? transpose(dOp, [1, 0]) : dOp;
+  }
+  // d op(B) [k, n] = Σ_b op(A)_bᵀ·G_b = op(A)'ᵀ [k, b·m] · G' [b·m, n].
+  dOp = transA ? matmul(rowsFirst(other), flat(g)) : matmul(flat(other), flat(g), { transA: true });
+  return transB ? transpose(dOp, [1, 0]) : dOp;
+}
 
 /** op(a)·op(b) over the last two axes, broadcasting leading (batch) axes; op transposes when asked. */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
