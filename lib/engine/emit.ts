@@ -5,6 +5,7 @@
  */
 import onnxProto from 'onnx-proto';
 import { readSync, openSync, closeSync } from 'node:fs';
+import { basename } from 'node:path';
 import { ONNX_DTYPE } from './dtype.ts';
 import { EmitContext } from './emit-context.ts';
 import { GraphError, type Node, type Tensor } from './graph.ts';
@@ -31,8 +32,13 @@ export interface EmitRequest {
 export interface ExternalBlob {
   /** File name relative to the model file. */
   location: string;
-  /** Sources concatenated in order into that file. */
+  /** In-memory weights, concatenated in order into that file. */
   parts: { tensorName: string; bytes: () => Uint8Array }[];
+  /**
+   * Weights that already sit in a file (e.g. a float32 safetensors shard) are referenced where they are:
+   * the model points at `location` (a hard link to `target` beside the model file) at their offset.
+   */
+  links: { location: string; target: string }[];
 }
 
 export interface EmittedModel {
@@ -105,16 +111,32 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
   const totalWeightBytes = weights.reduce((s, t) => s + weightBytes(t), 0);
   const externalize = totalWeightBytes > (req.externalDataTotalBytes ?? 1.5 * 2 ** 30);
   const external: ExternalBlob | null = externalize
-    ? { location: `${sanitize(graphName)}.weights`, parts: [] }
+    ? { location: `${sanitize(graphName)}.weights`, parts: [], links: [] }
     : null;
   let offset = 0;
+  const linkFor = (target: string): string => {
+    let link = external!.links.find((l) => l.target === target);
+    if (!link) {
+      link = { location: `link${external!.links.length}-${sanitize(basename(target))}`, target };
+      external!.links.push(link);
+    }
+    return link.location;
+  };
   for (const w of weights) {
     const proto: onnxProto.onnx.ITensorProto = {
       name: ctx.name(w),
       dataType: ONNX_DTYPE[w.dtype],
       dims: bindShape(w.shape, req.binding),
     };
-    if (external && weightBytes(w) >= 1024) {
+    const data = w.data!;
+    if (external && 'file' in data) {
+      proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+      proto.externalData = [
+        { key: 'location', value: linkFor(data.file) },
+        { key: 'offset', value: String(data.offset) },
+        { key: 'length', value: String(data.length) },
+      ];
+    } else if (external && weightBytes(w) >= 1024) {
       const length = weightBytes(w);
       proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
       proto.externalData = [

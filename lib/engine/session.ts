@@ -9,9 +9,9 @@
  */
 import * as ort from 'onnxruntime-node';
 import { createRequire } from 'node:module';
-import { existsSync, mkdtempSync, openSync, writeSync, closeSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, linkSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
 import type { HostArray } from './dtype.ts';
 import { ortTypeOf } from './dtype.ts';
@@ -186,6 +186,7 @@ export class Session {
     if (emitted.external) {
       // Large weights: write model + weights beside each other and load by path (ORT then maps the file).
       tempDir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
+      for (const link of emitted.external.links) placeBeside(resolve(link.target), join(tempDir, link.location));
       const fd = openSync(join(tempDir, emitted.external.location), 'w');
       try {
         for (const part of emitted.external.parts) writeSync(fd, part.bytes());
@@ -246,6 +247,18 @@ export class Session {
       }
       throw new Error(`graph "${this.graph.name}": ONNX Runtime rejected the model: ${msg}`);
     }
+  }
+}
+
+/**
+ * Makes a weight file visible beside the model file. ORT refuses external data outside the model's directory
+ * (symbolic links included), so this is a hard link, or a copy when the file is on another filesystem.
+ */
+function placeBeside(target: string, path: string): void {
+  try {
+    linkSync(target, path);
+  } catch {
+    copyFileSync(target, path);
   }
 }
 

@@ -172,10 +172,14 @@ describe('ONNX emission and sessions', () => {
     const g = new Graph('file-weight');
     const wt = g.weight('w', 'float32', [4, 4], { file, offset: 8, length: 64 });
     const x = g.input('x', 'float32', [1, 4]);
-    const s = new Session(g, { inputs: [x], outputs: { y: linear(x, wt) } });
-    const out = await s.run({ x: Float32Array.from([1, 2, 3, 4]) });
-    expect(Array.from(out.y!.data as Float32Array)).toEqual([2, 4, 6, 8]);
-    await s.release();
+    // Inline (read into the model) and external (referenced in place through a link beside the model).
+    for (const externalDataTotalBytes of [undefined, 16]) {
+      const s = new Session(g, { inputs: [x], outputs: { y: linear(x, wt) } }, { externalDataTotalBytes });
+      expect(s.emit(new Map()).external?.links.length ?? 0).toBe(externalDataTotalBytes ? 1 : 0);
+      const out = await s.run({ x: Float32Array.from([1, 2, 3, 4]) });
+      expect(Array.from(out.y!.data as Float32Array)).toEqual([2, 4, 6, 8]);
+      await s.release();
+    }
     rmSync(dir, { recursive: true, force: true });
   });
 
