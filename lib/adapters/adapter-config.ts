@@ -63,7 +63,12 @@ const sharedFields = {
   targetModules: targetModulesSchema.default([...DEFAULT_TARGET_MODULES]),
   /** Layer indices to adapt; all layers when absent. Checked against the model in targets.ts. */
   layersToTransform: z
-    .array(z.number().int().nonnegative(), { error: 'layersToTransform must be a list of layer indices' })
+    .array(
+      z.number({ error: 'must be a layer index' }).int({ error: 'must be a whole number' }).nonnegative({
+        error: 'must be 0 or more',
+      }),
+      { error: 'must be a list of layer indices such as [0, 1, 2]' },
+    )
     .optional(),
   /** Dropout on the adapter branch's input x (LoRA convention); 0 disables it. */
   dropout: z.number().min(0).lt(1, { error: 'dropout must be below 1' }).default(0),
@@ -99,7 +104,11 @@ const mokaSchema = z.strictObject({
   ...sharedFields,
   ...gateFields,
   /** Explicit shapes: one list for every target, or a list per projection type (layers differ in shape). */
-  components: z.union([componentListSchema, perProjection(componentListSchema)]).optional(),
+  components: z
+    .union([componentListSchema, perProjection(componentListSchema)], {
+      error: 'must be a list of {"shape": [m_a, n_a, m_b, n_b]} or a map from projection name to such a list',
+    })
+    .optional(),
   /** Planner spec for the projections `components` does not cover; default {count: 5}. */
   plan: z
     .strictObject({
@@ -118,10 +127,15 @@ const mokasSchema = z.strictObject({
   ...gateFields,
   /** Block counts a_i (ΔW_i = I_{a_i} ⊗ B_i): one list for every target, or a list per projection type. */
   blocks: z
-    .union([
-      z.array(positiveInt('block count')).min(1),
-      perProjection(z.array(positiveInt('block count')).min(1)),
-    ])
+    .union(
+      [
+        z.array(positiveInt('block count')).min(1, { error: 'give at least one block count' }),
+        perProjection(z.array(positiveInt('block count')).min(1, { error: 'give at least one block count' })),
+      ],
+      {
+        error: 'must be a list of block counts such as [32, 64] or a map from projection name to such a list',
+      },
+    )
     .optional(),
   plan: z
     .strictObject({
@@ -179,7 +193,7 @@ export const adapterConfigSchema = z.discriminatedUnion(
   'type',
   [mokaSchema, mokasSchema, kronaSchema, loraSchema, doraSchema],
   {
-    error: `type must be one of ${ADAPTER_TYPES.join(', ')}`,
+    error: `must be one of ${ADAPTER_TYPES.join(', ')}`,
   },
 );
 
@@ -202,30 +216,56 @@ function issuePath(path: readonly PropertyKey[]): string {
     .replace(/^\./, '');
 }
 
-/** One zod issue as a sentence, with the allowed keys spelled out for typos. */
-function describeIssue(issue: z.core.$ZodIssue, type: unknown): string {
-  const at = issuePath(issue.path);
+/** The allowed keys at `path` of the schema for `type`, for "unknown field" messages. */
+function allowedKeys(type: unknown, path: readonly PropertyKey[]): string[] {
+  const schema = SCHEMAS[type as AdapterType];
+  if (!schema) return [];
+  // Optional/default wrappers and union branches are transparent; arrays are entered at numeric keys.
+  const expand = (node: z.ZodType): z.ZodType[] => {
+    if (node instanceof z.ZodOptional || node instanceof z.ZodDefault)
+      return expand(node.unwrap() as z.ZodType);
+    if (node instanceof z.ZodUnion) return (node.options as z.ZodType[]).flatMap(expand);
+    return [node];
+  };
+  const child = (node: z.ZodType, key: PropertyKey): z.ZodType[] => {
+    if (typeof key === 'number') return node instanceof z.ZodArray ? [node.element as z.ZodType] : [];
+    const field =
+      node instanceof z.ZodObject ? (node.shape[String(key)] as z.ZodType | undefined) : undefined;
+    return field ? [field] : [];
+  };
+  let nodes: z.ZodType[] = [schema];
+  for (const key of path) nodes = nodes.flatMap(expand).flatMap((n) => child(n, key));
+  const objects = nodes.flatMap(expand).filter((n): n is z.ZodObject => n instanceof z.ZodObject);
+  return [...new Set(objects.flatMap((o) => Object.keys(o.shape)))];
+}
+
+/**
+ * One zod issue as a sentence: the path, then the message without repeating the field name. A union error
+ * is replaced by the issue of the branch that got furthest (the one matching the input's shape), so
+ * `components: [{shape: [64, 64, 64]}]` reports the short shape rather than "Invalid input".
+ */
+function describeIssue(issue: z.core.$ZodIssue, type: unknown, prefix: readonly PropertyKey[] = []): string {
+  const path = [...prefix, ...issue.path];
+  if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+    const deepest = issue.errors
+      .map((branch) => branch[0])
+      .filter((i): i is z.core.$ZodIssue => i !== undefined && i.path.length > 0)
+      .sort((a, b) => b.path.length - a.path.length)[0];
+    if (deepest) return describeIssue(deepest, type, path);
+  }
+  const at = issuePath(path);
+  const where = at ? `${at}: ` : '';
   if (issue.code === 'unrecognized_keys') {
-    const schema = SCHEMAS[type as AdapterType];
-    let allowed: string[] = [];
-    if (schema) {
-      let node: z.ZodType = schema;
-      for (const key of issue.path) {
-        const inner: z.ZodType =
-          node instanceof z.ZodOptional || node instanceof z.ZodDefault ? (node.unwrap() as z.ZodType) : node;
-        node = inner instanceof z.ZodObject ? (inner.shape[String(key)] as z.ZodType) : inner;
-      }
-      const obj = node instanceof z.ZodOptional || node instanceof z.ZodDefault ? node.unwrap() : node;
-      if (obj instanceof z.ZodObject) allowed = Object.keys(obj.shape);
-      else if (obj instanceof z.ZodUnion) {
-        for (const o of obj.options) if (o instanceof z.ZodObject) allowed.push(...Object.keys(o.shape));
-      }
-    }
-    const where = at ? `${at}: ` : '';
+    const allowed = allowedKeys(type, path);
     const valid = allowed.length ? `; valid fields: ${allowed.join(', ')}` : '';
     return `${where}unknown field ${issue.keys.map((k) => `"${k}"`).join(', ')}${valid}`;
   }
-  return at ? `${at}: ${issue.message}` : issue.message;
+  const last = path.at(-1);
+  const message =
+    typeof last === 'string' && issue.message.startsWith(`${last} `)
+      ? issue.message.slice(last.length + 1)
+      : issue.message;
+  return `${where}${message}`;
 }
 
 /**
@@ -233,6 +273,9 @@ function describeIssue(issue: z.core.$ZodIssue, type: unknown): string {
  * adapter"). Checks that need the model (shapes, layer indices) happen later, in the planner.
  */
 export function parseAdapterConfig(json: unknown, source = 'adapter config'): AdapterConfig {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new UserError(`${source}: must be a JSON object such as {"type": "moka"}`);
+  }
   const parsed = adapterConfigSchema.safeParse(json);
   if (!parsed.success) {
     const type = (json as { type?: unknown } | null)?.type;
