@@ -9,7 +9,17 @@
  */
 import * as ort from 'onnxruntime-node';
 import { createRequire } from 'node:module';
-import { closeSync, copyFileSync, existsSync, linkSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
@@ -186,7 +196,8 @@ export class Session {
     if (emitted.external) {
       // Large weights: write model + weights beside each other and load by path (ORT then maps the file).
       tempDir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
-      for (const link of emitted.external.links) placeBeside(resolve(link.target), join(tempDir, link.location));
+      for (const link of emitted.external.links)
+        placeBeside(resolve(link.target), join(tempDir, link.location));
       const fd = openSync(join(tempDir, emitted.external.location), 'w');
       try {
         for (const part of emitted.external.parts) writeSync(fd, part.bytes());

@@ -336,6 +336,23 @@ const cases: Case[] = [
       return R.nd([], [total / count]);
     },
   },
+  ...(['sum', 'none'] as const).map(
+    (reduction): Case => ({
+      name: `cross_entropy, reduction ${reduction}`,
+      inputs: [
+        { name: 'logits', shape: [2, 3, 6] },
+        { name: 'labels', shape: [2, 3], data: labels([1, -100, 5, 0, 0, -100]) },
+      ],
+      build: (t) => crossEntropy(t.logits!, t.labels!, { reduction }),
+      ref: (v) => {
+        const per = Array.from(v.labels!.data).map((l, i) =>
+          l === -100 ? 0 : -Math.log(R.softmaxRow(v.logits!.data.slice(i * 6, i * 6 + 6))[l]!),
+        );
+        return reduction === 'none' ? R.nd([2, 3], per) : R.nd([], [per.reduce((a, b) => a + b, 0)]);
+      },
+      float32: true,
+    }),
+  ),
   {
     name: 'rms_norm',
     inputs: [

@@ -123,7 +123,9 @@ function foldedWeightGrad(node: Node<MatmulAttrs>, g: Tensor, which: 0 | 1): Ten
   let dOp: Tensor;
   if (which === 0) {
     // d op(A) [m, k] = Σ_b G_b·op(B)_bᵀ = G' [m, b·n] · op(B)'ᵀ, with op(B)' [k, b·n] (or [b·n, k] when B is transposed).
-    dOp = transB ? matmul(rowsFirst(g), flat(other)) : matmul(rowsFirst(g), rowsFirst(other), { transB: true });
+    dOp = transB
+      ? matmul(rowsFirst(g), flat(other))
+      : matmul(rowsFirst(g), rowsFirst(other), { transB: true });
     return transA ? transpose(dOp, [1, 0]) : dOp;
   }
   // d op(B) [k, n] = Σ_b op(A)_bᵀ·G_b = op(A)'ᵀ [k, b·m] · G' [b·m, n].

@@ -47,17 +47,22 @@ export function logSoftmax(x: Tensor, axis = -1): Tensor {
 
 // ---------- cross-entropy ----------
 
+export type CrossEntropyReduction = 'mean' | 'sum' | 'none';
+
 interface CrossEntropyAttrs {
   ignoreIndex: number;
+  reduction: CrossEntropyReduction;
 }
 
 /**
- * Mean token cross-entropy: logits [..., V], labels [...] (int64). Labels equal to `ignoreIndex` (−100, as in
- * PyTorch) contribute nothing and are not counted; with no counted label the loss is 0.
+ * Token cross-entropy: logits [..., V], labels [...] (int64). Labels equal to `ignoreIndex` (−100, as in
+ * PyTorch) contribute nothing and are not counted. Reductions: 'mean' over counted labels (0 when there are
+ * none), 'sum' (what gradient accumulation needs: sums divide exactly by the total count later), or 'none'
+ * (per-token losses, 0 at ignored positions; the basis of log-likelihood scoring).
  */
 const crossEntropyOp: OpDef<CrossEntropyAttrs> = {
   type: 'cross_entropy',
-  infer(inputs) {
+  infer(inputs, attrs) {
     const [logits, labels] = inputs as [Tensor, Tensor];
     requireFloat('cross_entropy', inputs, logits);
     if (labels.dtype !== 'int64') opError('cross_entropy', inputs, 'labels must be int64');
@@ -68,7 +73,7 @@ const crossEntropyOp: OpDef<CrossEntropyAttrs> = {
         'labels must have the shape of logits without the last (vocabulary) axis',
       );
     }
-    return [{ dtype: logits.dtype, shape: [] }];
+    return [{ dtype: logits.dtype, shape: attrs.reduction === 'none' ? labels.shape : [] }];
   },
   vjp(node, [g], needs) {
     if (!g || !needs[0]) return [null, null];
@@ -96,11 +101,20 @@ const crossEntropyOp: OpDef<CrossEntropyAttrs> = {
     ctx.node('Squeeze', [picked, ctx.int64([-1])], [pickedFlat]);
     const masked = ctx.fresh('masked');
     ctx.node('Mul', [pickedFlat, mask], [masked]);
+    const out = ctx.name(node.outputs[0]!);
+    if (node.attrs.reduction === 'none') {
+      ctx.node('Neg', [masked], [out]);
+      return;
+    }
     const total = ctx.fresh('total');
     ctx.node('ReduceSum', [masked], [total], { keepdims: 0 });
+    if (node.attrs.reduction === 'sum') {
+      ctx.node('Neg', [total], [out]);
+      return;
+    }
     const mean = ctx.fresh('mean');
     ctx.node('Div', [total, count], [mean]);
-    ctx.node('Neg', [mean], [ctx.name(node.outputs[0]!)]);
+    ctx.node('Neg', [mean], [out]);
   },
 };
 
@@ -130,7 +144,7 @@ function onnxFloat(dt: Tensor['dtype']): number {
   return dt === 'float64' ? 11 : dt === 'float16' ? 10 : 1;
 }
 
-/** d loss / d logits = (softmax(logits) − onehot(label)) ⊙ mask · g / count. */
+/** d loss / d logits = (softmax(logits) − onehot(label)) ⊙ mask · g (divided by the count for 'mean'). */
 const crossEntropyGradOp: OpDef<CrossEntropyAttrs> = {
   type: 'cross_entropy_grad',
   infer: (inputs) => [{ dtype: inputs[0]!.dtype, shape: inputs[0]!.shape }],
@@ -152,8 +166,11 @@ const crossEntropyGradOp: OpDef<CrossEntropyAttrs> = {
     ctx.node('Cast', [hit], [oneHot], { to: onnxFloat(dt) });
     const diff = ctx.fresh('diff');
     ctx.node('Sub', [p, oneHot], [diff]);
-    const scale = ctx.fresh('scale');
-    ctx.node('Div', [ctx.name(g), count], [scale]);
+    let scale = ctx.name(g);
+    if (node.attrs.reduction === 'mean') {
+      scale = ctx.fresh('scale');
+      ctx.node('Div', [ctx.name(g), count], [scale]);
+    }
     const w = ctx.fresh('w');
     ctx.node('Mul', [mask, scale], [w]);
     const wCol = ctx.fresh('wcol');
@@ -162,9 +179,14 @@ const crossEntropyGradOp: OpDef<CrossEntropyAttrs> = {
   },
 };
 
-export function crossEntropy(logits: Tensor, labels: Tensor, opts: { ignoreIndex?: number } = {}): Tensor {
+export function crossEntropy(
+  logits: Tensor,
+  labels: Tensor,
+  opts: { ignoreIndex?: number; reduction?: CrossEntropyReduction } = {},
+): Tensor {
   return graphOf('cross_entropy', logits, labels).apply(crossEntropyOp, [logits, labels], {
     ignoreIndex: opts.ignoreIndex ?? -100,
+    reduction: opts.reduction ?? 'mean',
   })[0]!;
 }
 
