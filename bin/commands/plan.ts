@@ -25,6 +25,7 @@ import {
   planAdapter,
   type AdapterComparison,
   type AdapterPlan,
+  type ProjectionPlan,
 } from '../../lib/adapters/planner.ts';
 import { formatKroneckerShape } from '../../lib/adapters/kronecker-shapes.ts';
 import { parseLayerList, resolveTargets } from '../../lib/adapters/targets.ts';
@@ -188,10 +189,11 @@ function table(rows: string[][], numeric: boolean[]): string {
     .join('\n');
 }
 
-function gateLabel(plan: AdapterPlan, gateParams: number): string {
+function gateLabel(plan: AdapterPlan, p: ProjectionPlan): string {
   const cfg = plan.config;
   if (cfg.type !== 'moka' && cfg.type !== 'mokas') return '';
-  return cfg.gate === 'token' ? `gate W_g (${gateParams} params)` : `gate (${gateParams} logits)`;
+  const r = p.components.length;
+  return cfg.gate === 'token' ? `gate W_g (${r}x${p.in})` : `gate (${r} logits)`;
 }
 
 function printPlan(
@@ -227,7 +229,7 @@ function printPlan(
         formatInteger(c.maxRank),
       ]);
     });
-    if (p.gateParams > 0) rows.push(['', '', gateLabel(plan, p.gateParams), formatInteger(p.gateParams), '']);
+    if (p.gateParams > 0) rows.push(['', '', gateLabel(plan, p), formatInteger(p.gateParams), '']);
     if (p.magnitudeParams > 0)
       rows.push(['', '', 'magnitude (one per output row)', formatInteger(p.magnitudeParams), '']);
     rows.push([

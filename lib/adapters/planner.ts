@@ -111,7 +111,7 @@ function compareShapes(a: KroneckerShape, b: KroneckerShape): number {
   return 0;
 }
 
-/** "5M budget" in messages. */
+/** "786,432 parameters (24,576 per layer × 32 layers)", how budget errors state a cost. */
 function budgetWords(total: number, perLayer: number, layers: number): string {
   return `${formatInteger(total)} parameters (${formatInteger(perLayer)} per layer × ${layers} layers)`;
 }
