@@ -110,78 +110,54 @@ function asFloat32(bytes: Uint8Array): Float32Array {
   return new Float32Array(copy.buffer, 0, copy.byteLength / 4);
 }
 
-/**
- * Reads one NF4 weight back from its checkpoint tensors. `source` looks tensors up by name; `where` names the
- * checkpoint in errors. Every inconsistency (missing companion, wrong size, unknown key) is a UserError, since
- * it means the checkpoint is corrupt or from an incompatible writer.
- */
-export async function nf4FromTensors(
-  weightName: string,
-  source: TensorSource,
-  where: string,
-): Promise<Nf4Weight> {
-  const fail = (what: string): never => {
+/** The non-tensor part of a bnb quant state (the `quant_state.bitsandbytes__nf4` JSON), validated. */
+export interface Nf4QuantState {
+  blockSize: number;
+  dtype: SourceDtype;
+  shape: number[];
+  numel: number;
+  /** Present with double quantization. */
+  nested: { blockSize: number; offset: number } | null;
+}
+
+function nf4Failure(weightName: string, where: string) {
+  return (what: string): never => {
     throw new UserError(
       `${where}: NF4 weight "${weightName}": ${what}. The checkpoint is corrupt or not a bitsandbytes 4-bit ` +
         'checkpoint; re-create it with `moka quantize`.',
     );
   };
-  const need = async (suffix: string) => {
-    const t = await source(`${weightName}${suffix}`);
-    if (!t) return fail(`missing tensor "${weightName}${suffix}"`);
-    return t;
-  };
-  if (await source(`${weightName}${BNB_FP4_STATE_SUFFIX}`)) {
-    throw new UserError(
-      `${where}: "${weightName}" is FP4-quantized; moka reads NF4 only. Quantize the original model with ` +
-        '`moka quantize --format nf4`.',
-    );
-  }
-  const stateTensor = await need(BNB_NF4_STATE_SUFFIX);
+}
+
+/** Parses and validates the quant-state JSON bytes of `weightName`; a UserError names what is wrong. */
+export function parseNf4QuantState(bytes: Uint8Array, weightName: string, where: string): Nf4QuantState {
+  const fail = nf4Failure(weightName, where);
   let state: Record<string, unknown>;
   try {
-    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(stateTensor.bytes)) as Record<
-      string,
-      unknown
-    >;
+    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as Record<string, unknown>;
   } catch {
     return fail('its quant_state tensor is not UTF-8 JSON');
   }
-  if (state === null || typeof state !== 'object') return fail('its quant_state is not a JSON object');
+  if (state === null || typeof state !== 'object' || Array.isArray(state)) {
+    return fail('its quant_state is not a JSON object');
+  }
   if (state.quant_type !== 'nf4')
     fail(`quant_state.quant_type is ${JSON.stringify(state.quant_type)}, not "nf4"`);
   const blockSize = state.blocksize;
   if (typeof blockSize !== 'number' || !(BNB_BLOCK_SIZES as readonly number[]).includes(blockSize)) {
-    fail(`quant_state.blocksize ${JSON.stringify(blockSize)} is not one of ${BNB_BLOCK_SIZES.join(', ')}`);
+    return fail(
+      `quant_state.blocksize ${JSON.stringify(blockSize)} is not one of ${BNB_BLOCK_SIZES.join(', ')}`,
+    );
   }
   const dtype = typeof state.dtype === 'string' ? FROM_TORCH[state.dtype] : undefined;
-  if (!dtype) fail(`quant_state.dtype ${JSON.stringify(state.dtype)} is not float32, float16 or bfloat16`);
+  if (!dtype)
+    return fail(`quant_state.dtype ${JSON.stringify(state.dtype)} is not float32, float16 or bfloat16`);
   const shape = state.shape;
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     return fail(`quant_state.shape ${JSON.stringify(shape)} is not a list of sizes`);
   }
-  const numel = (shape as number[]).reduce((a, d) => a * d, 1);
-  const blocks = Math.ceil(numel / (blockSize as number));
-
-  const weight = await need('');
-  // quant_storage may reinterpret the bytes as another dtype (FSDP); the bytes are the packed codes either way.
-  if (weight.bytes.length !== Math.ceil(numel / 2)) {
-    fail(
-      `holds ${weight.bytes.length} bytes of codes, but shape ${JSON.stringify(shape)} needs ${Math.ceil(numel / 2)}`,
-    );
-  }
-  const quantMapT = await need('.quant_map');
-  if (quantMapT.dtype !== 'F32' || quantMapT.bytes.length !== 64) fail('quant_map is not 16 float32 values');
-  const quantMap = asFloat32(quantMapT.bytes);
-  const absmaxT = await need('.absmax');
-  let absmax: Float32Array;
-  let doubleQuant: DoubleQuantState | null = null;
-  if ('nested_offset' in state || (await source(`${weightName}.nested_absmax`))) {
-    if (absmaxT.dtype !== 'U8' || absmaxT.bytes.length !== blocks) {
-      fail(
-        `double-quantized absmax must be ${blocks} uint8 codes, got ${absmaxT.dtype} × ${absmaxT.bytes.length}`,
-      );
-    }
+  let nested: Nf4QuantState['nested'] = null;
+  if ('nested_offset' in state || 'nested_blocksize' in state) {
     const nestedBlockSize = state.nested_blocksize;
     if (
       typeof nestedBlockSize !== 'number' ||
@@ -196,10 +172,58 @@ export async function nf4FromTensors(
       fail(`quant_state.nested_dtype ${JSON.stringify(state.nested_dtype)} is not "float32"`);
     }
     const offset = Number(state.nested_offset);
-    if (!Number.isFinite(offset))
+    if (typeof state.nested_offset !== 'number' || !Number.isFinite(offset)) {
       fail(`quant_state.nested_offset ${JSON.stringify(state.nested_offset)} is not a number`);
+    }
+    nested = { blockSize: nestedBlockSize, offset: Math.fround(offset) };
+  }
+  const dims = [...(shape as number[])];
+  return { blockSize, dtype, shape: dims, numel: dims.reduce((a, d) => a * d, 1), nested };
+}
+
+/**
+ * Reads one NF4 weight back from its checkpoint tensors. `source` looks tensors up by name; `where` names the
+ * checkpoint in errors. Every inconsistency (missing companion, wrong size, unknown key) is a UserError, since
+ * it means the checkpoint is corrupt or from an incompatible writer.
+ */
+export async function nf4FromTensors(
+  weightName: string,
+  source: TensorSource,
+  where: string,
+): Promise<Nf4Weight> {
+  const fail = nf4Failure(weightName, where);
+  const need = async (suffix: string) =>
+    (await source(`${weightName}${suffix}`)) ?? fail(`missing tensor "${weightName}${suffix}"`);
+  if (await source(`${weightName}${BNB_FP4_STATE_SUFFIX}`)) {
+    throw new UserError(
+      `${where}: "${weightName}" is FP4-quantized; moka reads NF4 only. Quantize the original model with ` +
+        '`moka quantize --format nf4`.',
+    );
+  }
+  const state = parseNf4QuantState((await need(BNB_NF4_STATE_SUFFIX)).bytes, weightName, where);
+  const { shape, numel, blockSize } = state;
+  const blocks = Math.ceil(numel / blockSize);
+
+  const weight = await need('');
+  // quant_storage may reinterpret the bytes as another dtype (FSDP); the bytes are the packed codes either way.
+  if (weight.bytes.length !== Math.ceil(numel / 2)) {
+    fail(
+      `holds ${weight.bytes.length} bytes of codes, but shape ${JSON.stringify(shape)} needs ${Math.ceil(numel / 2)}`,
+    );
+  }
+  const quantMapT = await need('.quant_map');
+  if (quantMapT.dtype !== 'F32' || quantMapT.bytes.length !== 64) fail('quant_map is not 16 float32 values');
+  const absmaxT = await need('.absmax');
+  let absmax: Float32Array;
+  let doubleQuant: DoubleQuantState | null = null;
+  if (state.nested) {
+    if (absmaxT.dtype !== 'U8' || absmaxT.bytes.length !== blocks) {
+      fail(
+        `double-quantized absmax must be ${blocks} uint8 codes, got ${absmaxT.dtype} × ${absmaxT.bytes.length}`,
+      );
+    }
+    const nestedBlocks = Math.ceil(blocks / state.nested.blockSize);
     const nestedT = await need('.nested_absmax');
-    const nestedBlocks = Math.ceil(blocks / nestedBlockSize);
     if (nestedT.dtype !== 'F32' || nestedT.bytes.length !== nestedBlocks * 4) {
       fail(`nested_absmax must be ${nestedBlocks} float32 values`);
     }
@@ -209,12 +233,14 @@ export async function nf4FromTensors(
     doubleQuant = {
       codes: absmaxT.bytes.slice(),
       nestedAbsmax: asFloat32(nestedT.bytes),
-      nestedBlockSize,
+      nestedBlockSize: state.nested.blockSize,
       nestedQuantMap: asFloat32(mapT.bytes),
-      offset: Math.fround(offset),
+      offset: state.nested.offset,
     };
     absmax = restoreAbsmax(doubleQuant);
   } else {
+    if (await source(`${weightName}.nested_absmax`))
+      fail('has nested_absmax but its quant_state has no nested_* keys');
     if (absmaxT.dtype !== 'F32' || absmaxT.bytes.length !== blocks * 4) {
       fail(`absmax must be ${blocks} float32 values, got ${absmaxT.dtype} × ${absmaxT.bytes.length} bytes`);
     }
@@ -222,14 +248,14 @@ export async function nf4FromTensors(
   }
   return {
     format: 'nf4',
-    shape: [...(shape as number[])],
+    shape,
     numel,
-    blockSize: blockSize as number,
+    blockSize,
     packed: weight.bytes.slice(),
     absmax,
-    quantMap,
+    quantMap: asFloat32(quantMapT.bytes),
     doubleQuant,
-    dtype: dtype as SourceDtype,
+    dtype: state.dtype,
   };
 }
 

@@ -63,30 +63,35 @@ export function isInt4CompanionTensor(name: string): boolean {
   return /\.weight\.(scales|zero_points|quant_state\.moka__int4)$/.test(name);
 }
 
-export async function int4FromTensors(
-  weightName: string,
-  source: TensorSource,
-  where: string,
-): Promise<Int4Weight> {
-  const fail = (what: string): never => {
+/** The JSON part of an int4 quant state, validated. */
+export interface Int4QuantState {
+  blockSize: number;
+  symmetric: boolean;
+  dtype: SourceDtype;
+  /** [N, K]. */
+  shape: [number, number];
+}
+
+function int4Failure(weightName: string, where: string) {
+  return (what: string): never => {
     throw new UserError(
       `${where}: int4 weight "${weightName}": ${what}. The checkpoint is corrupt or from another writer; ` +
         're-create it with `moka quantize --format int4`.',
     );
   };
-  const need = async (suffix: string) =>
-    (await source(`${weightName}${suffix}`)) ?? fail(`missing tensor "${weightName}${suffix}"`);
-  const stateT = await need(INT4_STATE_SUFFIX);
+}
+
+export function parseInt4QuantState(bytes: Uint8Array, weightName: string, where: string): Int4QuantState {
+  const fail = int4Failure(weightName, where);
   let state: Record<string, unknown>;
   try {
-    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(stateT.bytes)) as Record<
-      string,
-      unknown
-    >;
+    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as Record<string, unknown>;
   } catch {
     return fail('its quant_state tensor is not UTF-8 JSON');
   }
-  if (state === null || typeof state !== 'object') return fail('its quant_state is not a JSON object');
+  if (state === null || typeof state !== 'object' || Array.isArray(state)) {
+    return fail('its quant_state is not a JSON object');
+  }
   if (state.quant_type !== 'int4' || state.bits !== 4) fail('quant_state is not a 4-bit int4 state');
   if (state.layout !== INT4_LAYOUT)
     fail(`quant_state.layout ${JSON.stringify(state.layout)} is not "${INT4_LAYOUT}"`);
@@ -97,7 +102,6 @@ export async function int4FromTensors(
     );
   }
   if (typeof state.symmetric !== 'boolean') return fail('quant_state.symmetric is not a boolean');
-  const symmetric = state.symmetric;
   const dtype = typeof state.dtype === 'string' ? FROM_TORCH[state.dtype] : undefined;
   if (!dtype)
     return fail(`quant_state.dtype ${JSON.stringify(state.dtype)} is not float32, float16 or bfloat16`);
@@ -105,7 +109,23 @@ export async function int4FromTensors(
   if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => Number.isSafeInteger(d) && d > 0)) {
     return fail(`quant_state.shape ${JSON.stringify(shape)} is not [out, in]`);
   }
-  const [n, k] = shape as [number, number];
+  return { blockSize, symmetric: state.symmetric, dtype, shape: [shape[0] as number, shape[1] as number] };
+}
+
+export async function int4FromTensors(
+  weightName: string,
+  source: TensorSource,
+  where: string,
+): Promise<Int4Weight> {
+  const fail = int4Failure(weightName, where);
+  const need = async (suffix: string) =>
+    (await source(`${weightName}${suffix}`)) ?? fail(`missing tensor "${weightName}${suffix}"`);
+  const { blockSize, symmetric, dtype, shape } = parseInt4QuantState(
+    (await need(INT4_STATE_SUFFIX)).bytes,
+    weightName,
+    where,
+  );
+  const [n, k] = shape;
   const kBlocks = int4KBlocks(k, blockSize);
   const packedT = await need('');
   if (packedT.dtype !== 'U8' || packedT.bytes.length !== n * kBlocks * (blockSize / 2)) {
