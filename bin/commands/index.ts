@@ -3,9 +3,13 @@ import type { Command } from 'commander';
 import { registerDoctor } from './doctor.ts';
 import { registerPlan } from './plan.ts';
 import { registerInitTiny } from './init-tiny.ts';
+import { registerQuantize } from './quantize.ts';
+import { registerDequantize } from './dequantize.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
   registerPlan(program);
   registerInitTiny(program);
+  registerQuantize(program);
+  registerDequantize(program);
 }
