@@ -179,7 +179,12 @@ const loraFields = {
 
 const loraSchema = z.strictObject({ type: z.literal('lora'), ...loraFields });
 /** DoRA adds one trainable magnitude per output row, initialised to the row norms of W0 (norm detached). */
-const doraSchema = z.strictObject({ type: z.literal('dora'), ...loraFields });
+const doraSchema = z.strictObject({
+  type: z.literal('dora'),
+  ...loraFields,
+  /** Treat ‖W0 + sBA‖ as a constant in the backward, as the DoRA paper (§4.3) and PEFT do; false = exact gradient. */
+  detachNorm: z.boolean().default(true),
+});
 
 const SCHEMAS = {
   moka: mokaSchema,

@@ -29,8 +29,9 @@ import {
 } from '../engine/index.ts';
 import { divDims, mulDims, numel } from '../engine/shape.ts';
 
-/** Factor shape of one Kronecker component: A is m_a×n_a, B is m_b×n_b, ΔW = A ⊗ B is (m_a·m_b)×(n_a·n_b). */
-export type KroneckerShape = readonly [ma: number, na: number, mb: number, nb: number];
+import type { KroneckerShape } from './kronecker-shapes.ts';
+
+export type { KroneckerShape };
 
 /** Components of one shape, stacked: a [K, m_a, n_a], b [K, m_b, n_b]. */
 export interface KroneckerGroup {

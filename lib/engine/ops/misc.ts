@@ -122,3 +122,17 @@ export function fill(graph: Tensor['graph'], dtype: DType, shape: readonly Dim[]
 export function zeros(graph: Tensor['graph'], dtype: DType, shape: readonly Dim[]): Tensor {
   return fill(graph, dtype, shape, 0);
 }
+
+const stopGradientOp: OpDef<null> = {
+  type: 'stop_gradient',
+  infer: (inputs) => [{ dtype: inputs[0]!.dtype, shape: inputs[0]!.shape }],
+  vjp: () => [null],
+  emit(ctx, node) {
+    ctx.node('Identity', [ctx.name(node.inputs[0]!)], [ctx.name(node.outputs[0]!)]);
+  },
+};
+
+/** The value of x, treated as a constant by `grad` (e.g. DoRA's detached weight norm). */
+export function stopGradient(x: Tensor): Tensor {
+  return x.graph.apply(stopGradientOp, [x], null)[0]!;
+}
