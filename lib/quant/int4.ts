@@ -145,7 +145,10 @@ export function quantizeInt4(
 }
 
 function quantizeOne(v: number, recip: number, zp: number): number {
-  const q = roundHalfAway(f32(f32(v * recip) + zp));
+  const y = f32(f32(v * recip) + zp);
+  // roundf(y) then clamp to [0, 15]: for y ≥ 0 roundf(y) = floor(y + 0.5) (exact in float64); for y < 0 both
+  // end at 0 after the clamp. Cheaper than a sign branch in the hottest loop.
+  const q = Math.floor(y + 0.5);
   return q < 0 ? 0 : q > 15 ? 15 : q;
 }
 

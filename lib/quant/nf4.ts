@@ -141,6 +141,35 @@ export function nf4Code(x: number): number {
   return x > T0 ? 1 : 0;
 }
 
+/**
+ * A faster route to exactly `nf4Code`: the scaled value's bucket b = trunc((x + 1) · 2048) looks up its code in a
+ * table; only the 15 buckets holding a threshold fall back to the tree. Exact because b is a non-decreasing
+ * function of x, so every x in a bucket without a threshold lies on the same side of each threshold: its code
+ * is the number of thresholds whose bucket is below b.
+ */
+const LUT_SCALE = 2048;
+const LUT_SIZE = 2 * LUT_SCALE + 1;
+const AMBIGUOUS = -1;
+function bucketOf(x: number): number {
+  return ((x + 1) * LUT_SCALE) | 0;
+}
+const NF4_LUT: Int8Array = (() => {
+  const lut = new Int8Array(LUT_SIZE);
+  const thresholdBuckets = Array.from(NF4_MIDPOINTS, bucketOf);
+  for (let b = 0; b < LUT_SIZE; b++) {
+    lut[b] = thresholdBuckets.includes(b) ? AMBIGUOUS : thresholdBuckets.filter((tb) => tb < b).length;
+  }
+  return lut;
+})();
+
+/** `nf4Code` through the bucket table (values outside [-1, 1] clamp to the end codes, like the tree). */
+export function nf4CodeFast(x: number): number {
+  // Out of range (and NaN): the tree, which clamps; scaled block values only get here by a last-bit excess.
+  if (!(x >= -1 && x <= 1)) return nf4Code(x);
+  const c = NF4_LUT[bucketOf(x)]!;
+  return c === AMBIGUOUS ? nf4Code(x) : c;
+}
+
 /** Quantizes a float32 tensor to NF4 (values flattened row-major; `shape` is recorded for dequantization). */
 export function quantizeNf4(
   values: Float32Array,
@@ -162,9 +191,9 @@ export function quantizeNf4(
     const end = Math.min(numel, (b + 1) * blockSize);
     // Block sizes are even, so a block starts on a byte boundary and pairs never straddle blocks.
     for (let i = b * blockSize; i < end; i += 2) {
-      const hi = nf4Code(Math.fround(values[i]! * inv));
+      const hi = nf4CodeFast(Math.fround(values[i]! * inv));
       // An odd tensor is padded with one 0.0 before coding (both bnb kernels), which takes the zero code 7.
-      const lo = i + 1 < end ? nf4Code(Math.fround(values[i + 1]! * inv)) : NF4_ZERO_CODE;
+      const lo = i + 1 < end ? nf4CodeFast(Math.fround(values[i + 1]! * inv)) : NF4_ZERO_CODE;
       packed[i >> 1] = (hi << 4) | lo;
     }
   }

@@ -9,6 +9,7 @@ import {
   dequantizeNf4,
   nf4Code,
   nf4CodeAt,
+  nf4CodeFast,
   quantizeNf4,
 } from '../../lib/quant/nf4.ts';
 import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
@@ -60,6 +61,24 @@ describe('NF4 code table', () => {
       expect(nf4Code(nextUp(m))).toBe(i + 1);
       expect(nf4Code(nextDown(m))).toBe(i);
     }
+  });
+
+  it('nf4CodeFast (bucket table) agrees with the tree everywhere: near every threshold and at random', () => {
+    for (let i = 0; i < 15; i++) {
+      let x = NF4_MIDPOINTS[i]!;
+      for (let k = 0; k < 50; k++) x = nextDown(x);
+      for (let k = 0; k < 100; k++, x = nextUp(x)) expect(nf4CodeFast(x)).toBe(nf4Code(x));
+    }
+    for (let b = 0; b <= 4096; b++) {
+      const x = Math.fround(b / 2048 - 1);
+      for (const y of [nextDown(x), x, nextUp(x)]) expect(nf4CodeFast(y)).toBe(nf4Code(y));
+    }
+    const rand = mulberry32(17);
+    for (let k = 0; k < 200_000; k++) {
+      const x = Math.fround(rand() * 2.2 - 1.1);
+      if (nf4CodeFast(x) !== nf4Code(x)) expect(nf4CodeFast(x)).toBe(nf4Code(x));
+    }
+    for (const x of [NaN, -1e30, 1e30, 1.0000001, -1.0000001, 0, -0]) expect(nf4CodeFast(x)).toBe(nf4Code(x));
   });
 
   it('clamps out-of-range values to the end codes and sends NaN to code 0 (as the CUDA tree does)', () => {
