@@ -208,6 +208,12 @@ export class Checkpoint {
     return t;
   }
 
+  /** The file (path under `dir`) and absolute byte range holding the tensor's stored bytes, for in-place use. */
+  location(name: string): { file: string; offset: number; length: number } {
+    const file = this.file(name);
+    return { file: file.path, ...file.byteRange(name) };
+  }
+
   readRaw(name: string): Promise<Uint8Array> {
     return this.file(name).readRaw(name);
   }

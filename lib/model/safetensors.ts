@@ -260,6 +260,15 @@ export class SafetensorsFile {
     return t;
   }
 
+  /**
+   * Where the tensor's bytes lie in the file: an absolute byte offset and length. Lets a consumer reference the
+   * stored bytes in place (e.g. a float32 weight handed to ONNX Runtime as external data) instead of reading them.
+   */
+  byteRange(name: string): { offset: number; length: number } {
+    const t = this.info(name);
+    return { offset: this.header.dataStart + t.dataOffsets[0], length: t.byteLength };
+  }
+
   /** The tensor's bytes (little-endian, row-major), in a fresh buffer of exactly its byte length. */
   async readRaw(name: string): Promise<Uint8Array> {
     const t = this.info(name);

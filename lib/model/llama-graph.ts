@@ -1,0 +1,190 @@
+/**
+ * The LLaMA-family decoder as an engine graph (Hugging Face `LlamaForCausalLM` semantics):
+ *
+ *   x = embed_tokens[input_ids]
+ *   per layer:  h = x + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))   with n = rmsnorm(x)
+ *               x = h + down_proj(silu(gate_proj(m)) ⊙ up_proj(m))                      with m = rmsnorm(h)
+ *   hidden = rmsnorm(x);  logits = hidden · lm_headᵀ  (embed_tokens when the embeddings are tied)
+ *
+ * Attention is causal with grouped-query heads (query head h reads key/value head ⌊h / (heads/kv_heads)⌋) and an
+ * additive padding mask built from a 0/1 `attention_mask`. RoPE is HF's rotate_half form with cos/sin tables fed as
+ * inputs (`rope-frequencies.ts` computes them from the positions), so one graph serves any position offset.
+ *
+ * Graph inputs (by name):
+ *   input_ids       int64   [batch, seq]
+ *   attention_mask  int64   [batch, keys]  1 = attend, 0 = padding; keys = seq, or capacity + seq with a cache
+ *   rope_cos/sin    float32 [seq, head_dim/2] for the positions of the `seq` tokens
+ *   past_key_i, past_value_i  float32 [batch, kv_heads, capacity, head_dim]  (only with `cache`)
+ *
+ * With `cache`, the keys/values of `capacity` earlier positions come in as inputs and are attended before the new
+ * ones (query i sees every past slot the mask allows and new keys j ≤ i). The graph returns the keys/values of
+ * the new tokens only (`presentKeys/Values`, RoPE applied): the caller stores them, so nothing of the prefix is
+ * recomputed. Shapes must then be numbers (ORT plans memory per static shape; the capacity is fixed per graph).
+ */
+import {
+  GraphError,
+  add,
+  attention,
+  cast,
+  concat,
+  gather,
+  linear,
+  mul,
+  reshape,
+  rmsNorm,
+  rope,
+  silu,
+  sub,
+  transpose,
+  type Dim,
+  type Graph,
+  type Tensor,
+} from '../engine/index.ts';
+import {
+  PROJECTION_NAMES,
+  projectionShapes,
+  projectionWeightName,
+  type LlamaConfig,
+  type ProjectionName,
+} from './config.ts';
+import type { WeightSource } from './model-weights.ts';
+import { buildProjection, type ProjectionHooks } from './projection.ts';
+
+/** What a padded key adds to an attention score: exp() of it underflows to exactly 0 next to real scores. */
+const MASKED_SCORE = -1e9;
+
+export interface LlamaGraphOptions {
+  hooks?: ProjectionHooks;
+  /** Decode against a key/value cache: `capacity` past slots, `seq` new tokens per run (see the module comment). */
+  cache?: { capacity: number; seq: number };
+  /** Batch size as a number, or the named dimension (default "batch"). */
+  batch?: Dim;
+}
+
+export interface LlamaGraphInputs {
+  inputIds: Tensor;
+  attentionMask: Tensor;
+  ropeCos: Tensor;
+  ropeSin: Tensor;
+  pastKeys: Tensor[];
+  pastValues: Tensor[];
+}
+
+export interface LlamaGraph {
+  graph: Graph;
+  config: LlamaConfig;
+  inputs: LlamaGraphInputs;
+  /** Final-normed hidden states [batch, seq, hidden]. */
+  hidden: Tensor;
+  /** Keys (after RoPE) and values of the input tokens, per layer: [batch, kv_heads, seq, head_dim]. */
+  presentKeys: Tensor[];
+  presentValues: Tensor[];
+  /** The LM head: [..., hidden] → [..., vocab]. */
+  lmHead: (h: Tensor) => Tensor;
+  /** Logits of every position: [batch, seq, vocab]. */
+  logits: () => Tensor;
+}
+
+export const EMBED_WEIGHT = 'model.embed_tokens.weight';
+export const FINAL_NORM_WEIGHT = 'model.norm.weight';
+export const LM_HEAD_WEIGHT = 'lm_head.weight';
+
+/** Builds the decoder in `graph`; see the module comment. */
+export function buildLlamaGraph(
+  graph: Graph,
+  cfg: LlamaConfig,
+  weights: WeightSource,
+  opts: LlamaGraphOptions = {},
+): LlamaGraph {
+  const hooks = opts.hooks ?? {};
+  const B: Dim = opts.batch ?? 'batch';
+  const cache = opts.cache;
+  if (
+    cache &&
+    (!Number.isInteger(cache.capacity) || cache.capacity < 1 || !Number.isInteger(cache.seq) || cache.seq < 1)
+  ) {
+    throw new GraphError(`cache capacity and seq must be positive integers, got ${JSON.stringify(cache)}`);
+  }
+  const S: Dim = cache ? cache.seq : 'seq';
+  const keys: Dim = cache ? cache.capacity + cache.seq : S;
+  const D = cfg.headDim;
+  const Hq = cfg.numHeads;
+  const Hkv = cfg.numKvHeads;
+
+  const inputs: LlamaGraphInputs = {
+    inputIds: graph.input('input_ids', 'int64', [B, S]),
+    attentionMask: graph.input('attention_mask', 'int64', [B, keys]),
+    ropeCos: graph.input('rope_cos', 'float32', [S, D / 2]),
+    ropeSin: graph.input('rope_sin', 'float32', [S, D / 2]),
+    pastKeys: [],
+    pastValues: [],
+  };
+  if (cache) {
+    for (let i = 0; i < cfg.numLayers; i++) {
+      inputs.pastKeys.push(graph.input(`past_key_${i}`, 'float32', [B, Hkv, cache.capacity, D]));
+      inputs.pastValues.push(graph.input(`past_value_${i}`, 'float32', [B, Hkv, cache.capacity, D]));
+    }
+  }
+
+  // 0/1 mask → additive [batch, 1, 1, keys]: (m − 1)·1e9 is 0 where attended and −1e9 on padding.
+  const maskAdd = reshape(mul(sub(cast(inputs.attentionMask, 'float32'), 1), -MASKED_SCORE), [B, 1, 1, keys]);
+
+  const embed = weights.tensor(graph, EMBED_WEIGHT);
+  let x = gather(embed, inputs.inputIds); // [B, S, hidden]
+  const shapes = projectionShapes(cfg);
+  const presentKeys: Tensor[] = [];
+  const presentValues: Tensor[] = [];
+  const proj = (layer: number, name: ProjectionName) =>
+    buildProjection(
+      graph,
+      {
+        layer,
+        proj: name,
+        weightName: projectionWeightName(layer, name),
+        outFeatures: shapes[name].out,
+        inFeatures: shapes[name].in,
+      },
+      weights,
+      hooks,
+    );
+  // [B, S, heads·D] → [B, heads, S, D]
+  const heads = (t: Tensor, n: number) => transpose(reshape(t, [B, S, n, D]), [0, 2, 1, 3]);
+
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const p = Object.fromEntries(PROJECTION_NAMES.map((name) => [name, proj(i, name)])) as Record<
+      ProjectionName,
+      (t: Tensor) => Tensor
+    >;
+    const n = rmsNorm(x, weights.tensor(graph, `model.layers.${i}.input_layernorm.weight`), cfg.rmsNormEps);
+    const q = rope(heads(p.q_proj(n), Hq), inputs.ropeCos, inputs.ropeSin);
+    const k = rope(heads(p.k_proj(n), Hkv), inputs.ropeCos, inputs.ropeSin);
+    const v = heads(p.v_proj(n), Hkv);
+    presentKeys.push(k);
+    presentValues.push(v);
+    const kAll = cache ? concat([inputs.pastKeys[i]!, k], 2) : k;
+    const vAll = cache ? concat([inputs.pastValues[i]!, v], 2) : v;
+    const a = attention(q, kAll, vAll, { causal: true, mask: maskAdd }); // [B, Hq, S, D]
+    const merged = reshape(transpose(a, [0, 2, 1, 3]), [B, S, Hq * D]);
+    const h = add(x, p.o_proj(merged));
+    const m = rmsNorm(
+      h,
+      weights.tensor(graph, `model.layers.${i}.post_attention_layernorm.weight`),
+      cfg.rmsNormEps,
+    );
+    x = add(h, p.down_proj(mul(silu(p.gate_proj(m)), p.up_proj(m))));
+  }
+  const hidden = rmsNorm(x, weights.tensor(graph, FINAL_NORM_WEIGHT), cfg.rmsNormEps);
+  const head = cfg.tieWordEmbeddings ? embed : weights.tensor(graph, LM_HEAD_WEIGHT);
+  const lmHead = (h: Tensor) => linear(h, head);
+  let logits: Tensor | null = null;
+  return {
+    graph,
+    config: cfg,
+    inputs,
+    hidden,
+    presentKeys,
+    presentValues,
+    lmHead,
+    logits: () => (logits ??= lmHead(hidden)),
+  };
+}
