@@ -181,7 +181,7 @@ export async function openQuantizedCheckpoint(dir: string): Promise<QuantizedChe
     }
     if (quantized.size === 0) {
       throw new UserError(
-        `${dir}: config.json declares a ${format} model but no tensor carries a ${format} quant state; ` +
+        `${dir}: config.json declares ${format} quantization but no tensor has a "…${stateSuffix}" quant state; ` +
           'the checkpoint is incomplete or mislabelled. Re-create it with `moka quantize`.',
       );
     }
