@@ -72,7 +72,7 @@ interface TargetLayout {
 }
 
 /** Kronecker shape groups of a MoKA projection: components of one shape stacked, in first-seen order. */
-function kroneckerGroups(
+export function kroneckerGroups(
   components: readonly PlannedComponent[],
 ): { shape: KroneckerShape; indices: number[] }[] {
   const groups: { shape: KroneckerShape; indices: number[] }[] = [];

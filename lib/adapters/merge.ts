@@ -4,7 +4,7 @@
  * Never used in training.
  */
 import { UserError } from '../errors.ts';
-import type { AdapterRuntime } from './adapter-runtime.ts';
+import { kroneckerGroups, type AdapterRuntime } from './adapter-runtime.ts';
 
 export type AdapterValues = ReadonlyMap<string, Float32Array>;
 
@@ -90,14 +90,7 @@ export function componentDeltas(
   switch (cfg.type) {
     case 'moka': {
       const deltas = p.components.map(fresh);
-      // Components are stacked per distinct shape, in first-seen order (as in the graph).
-      const groups: { shape: readonly [number, number, number, number]; indices: number[] }[] = [];
-      p.components.forEach((c, i) => {
-        if (c.kind !== 'kronecker') throw new Error('internal');
-        const g = groups.find((x) => x.shape.every((d, k) => d === c.shape[k]));
-        if (g) g.indices.push(i);
-        else groups.push({ shape: c.shape, indices: [i] });
-      });
+      const groups = kroneckerGroups(p.components);
       groups.forEach((g, gi) => {
         const [ma, na, mb, nb] = g.shape;
         const a = v(`moka_A.g${gi}`);
