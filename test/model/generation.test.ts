@@ -1,0 +1,148 @@
+// Generation: the key/value cache gives exactly the tokens of full recomputation; sampling, stop strings, EOS.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UserError } from '../../lib/errors.ts';
+import { generateText, generateTokens } from '../../lib/model/generation.ts';
+import { KvCache } from '../../lib/model/kv-cache.ts';
+import { LlamaModel } from '../../lib/model/llama-model.ts';
+import { argmax, chooseToken } from '../../lib/model/sampling.ts';
+import { mulberry32 } from '../../lib/model/seeded-random.ts';
+import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
+
+let root: string;
+let model: LlamaModel;
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'moka-generate-'));
+  await writeTinyCheckpoint({ dir: join(root, 'm'), seed: 8 });
+  model = await LlamaModel.load(join(root, 'm'));
+});
+afterAll(async () => {
+  await model.close();
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('generation with a key/value cache', () => {
+  it('greedy: the cache produces exactly the tokens of re-running the prefix (40 new tokens)', async () => {
+    // A 14-token prompt and 40 new tokens cross the padded lengths 16 → 32 → 64 on the recompute path.
+    const prompt = model.tokenizer().encode('The model is evaluated on tasks');
+    const cached = await generateTokens(model, prompt, { maxNewTokens: 40, eosIds: [] });
+    const full = await generateTokens(model, prompt, { maxNewTokens: 40, eosIds: [], useCache: false });
+    expect(cached.tokens).toHaveLength(40);
+    expect(cached.tokens).toEqual(full.tokens);
+    expect(cached.stopReason).toBe('length');
+    expect(new Set(cached.tokens).size).toBeGreaterThan(3); // not a degenerate constant output
+  });
+
+  it('each decode step gives the logits of the full forward at that position', async () => {
+    const seq = [5, 17, 99, 250, 3, 77, 410, 12, 8];
+    const full = (await model.logits([seq]))[0]!;
+    const V = model.config.vocabSize;
+    const cache = model.newCache(seq.length);
+    let logits = await model.prefill(seq.slice(0, 4), cache);
+    for (let t = 4; t <= seq.length; t++) {
+      const want = full.subarray((t - 1) * V, t * V);
+      let err = 0;
+      for (let i = 0; i < V; i++) err = Math.max(err, Math.abs(logits[i]! - want[i]!));
+      expect(err).toBeLessThan(1e-5);
+      if (t < seq.length) logits = await model.decodeStep(seq[t]!, cache);
+    }
+    expect(cache.length).toBe(seq.length);
+  });
+
+  it('sampling is reproducible per seed, and the cache does not change the sample', async () => {
+    const prompt = [1, 40, 41, 42];
+    const opts = { maxNewTokens: 24, eosIds: [], temperature: 0.8, topK: 50, topP: 0.95 };
+    const a = await generateTokens(model, prompt, { ...opts, seed: 7 });
+    const b = await generateTokens(model, prompt, { ...opts, seed: 7 });
+    const c = await generateTokens(model, prompt, { ...opts, seed: 8 });
+    const d = await generateTokens(model, prompt, { ...opts, seed: 7, useCache: false });
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.tokens).not.toEqual(c.tokens);
+    expect(a.tokens).toEqual(d.tokens);
+    // top-k = 1 is greedy whatever the temperature.
+    const greedy = await generateTokens(model, prompt, { maxNewTokens: 10, eosIds: [] });
+    const k1 = await generateTokens(model, prompt, {
+      maxNewTokens: 10,
+      eosIds: [],
+      temperature: 2,
+      topK: 1,
+      seed: 3,
+    });
+    expect(k1.tokens).toEqual(greedy.tokens);
+  });
+
+  it('stops at an EOS id (excluded from the result) and at a stop string (text cut before it)', async () => {
+    const prompt = [1, 100, 200];
+    const free = await generateTokens(model, prompt, { maxNewTokens: 30, eosIds: [] });
+    const eos = await generateTokens(model, prompt, { maxNewTokens: 30, eosIds: [free.tokens[5]!] });
+    expect(eos.stopReason).toBe('eos');
+    expect(eos.tokens).toEqual(free.tokens.slice(0, free.tokens.indexOf(free.tokens[5]!)));
+
+    const text = free.text;
+    const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 2);
+    const cut = await generateTokens(model, prompt, { maxNewTokens: 30, eosIds: [], stopStrings: [stop] });
+    expect(cut.stopReason).toBe('stop');
+    expect(cut.stopString).toBe(stop);
+    expect(cut.text).toBe(text.slice(0, text.indexOf(stop)));
+    expect(free.tokens.slice(0, cut.tokens.length)).toEqual(cut.tokens);
+  });
+
+  it('the checkpoint EOS ids come from config.json and generation_config.json', () => {
+    const tok = model.tokenizer();
+    expect(model.eosIds()).toContain(tok.eosId);
+    expect(model.eosIds()).toContain(tok.tokenToId('<|eot_id|>'));
+  });
+
+  it('chat prompts go through the chat template', async () => {
+    const chat = await generateText(model, 'Hi', { chat: true, maxNewTokens: 3, eosIds: [] });
+    const tok = model.tokenizer();
+    const ids = tok.encodeChat([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+    expect(chat.promptTokens).toBe(ids.length);
+    expect(chat.tokens).toEqual((await generateTokens(model, ids, { maxNewTokens: 3, eosIds: [] })).tokens);
+  });
+
+  it('rejects bad options and over-long requests with UserError', async () => {
+    await expect(generateTokens(model, [], {})).rejects.toThrow(/prompt is empty/);
+    await expect(generateTokens(model, [1], { temperature: -1 })).rejects.toThrow(UserError);
+    await expect(generateTokens(model, [1], { topP: 0 })).rejects.toThrow(/top-p/);
+    await expect(generateTokens(model, [1], { maxNewTokens: 5000 })).rejects.toThrow(
+      /max_position_embeddings/,
+    );
+  });
+});
+
+describe('KvCache', () => {
+  it('stores positions per batch row and head, and masks unused slots', () => {
+    const c = new KvCache(1, 2, 3, 4);
+    // source [1, 2 heads, 2 positions, 3]
+    const src = Float32Array.from({ length: 12 }, (_, i) => i + 1);
+    c.write([src], [src], 2, 2, 1);
+    expect([...c.keys[0]!]).toEqual([
+      0, 0, 0, 1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0, 0,
+    ]);
+    expect(c.length).toBe(3);
+    expect([...c.attentionMask(1)]).toEqual([1n, 1n, 1n, 0n, 1n]);
+    expect(() => c.write([src], [src], 2, 2, 3)).toThrow(RangeError);
+  });
+});
+
+describe('sampling', () => {
+  it('argmax takes the first maximum; top-k and top-p keep only their candidates', () => {
+    expect(argmax([1, 3, 3, 2])).toBe(1);
+    const logits = [Math.log(0.6), Math.log(0.3), Math.log(0.06), Math.log(0.04)];
+    const rand = mulberry32(1);
+    const counts = [0, 0, 0, 0];
+    for (let i = 0; i < 4000; i++) counts[chooseToken(logits, { temperature: 1 }, rand)]!++;
+    // Plain sampling follows the distribution (±3.5σ with n = 4000).
+    expect(Math.abs(counts[0]! / 4000 - 0.6)).toBeLessThan(0.03);
+    expect(counts[3]).toBeGreaterThan(0);
+    for (let i = 0; i < 500; i++) {
+      expect(chooseToken(logits, { temperature: 1, topP: 0.5 }, rand)).toBe(0);
+      expect(chooseToken(logits, { temperature: 1, topK: 2 }, rand)).toBeLessThan(2);
+      // 0.6 + 0.3 reaches 0.85: the nucleus is {0, 1}.
+      expect(chooseToken(logits, { temperature: 1, topP: 0.85 }, rand)).toBeLessThan(2);
+    }
+  });
+});
