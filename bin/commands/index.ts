@@ -5,6 +5,8 @@ import { registerPlan } from './plan.ts';
 import { registerInitTiny } from './init-tiny.ts';
 import { registerQuantize } from './quantize.ts';
 import { registerDequantize } from './dequantize.ts';
+import { registerGenerate } from './generate.ts';
+import { registerScore } from './score.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -12,4 +14,6 @@ export function registerCommands(program: Command): void {
   registerInitTiny(program);
   registerQuantize(program);
   registerDequantize(program);
+  registerGenerate(program);
+  registerScore(program);
 }
