@@ -99,6 +99,11 @@ export class EmitContext {
     return n;
   }
 
+  /** A 0-d uint8 constant (bit manipulation of packed codes). */
+  uint8Scalar(value: number): string {
+    return this.constant(value, 'uint8', false);
+  }
+
   /** A 0-d constant (float32/float64/float16/ints), shared across uses. */
   scalar(value: number, dtype: DType): string {
     return this.constant(value, dtype, false);
