@@ -14,7 +14,11 @@ import {
 } from '../lib/adapters/kronecker-mixture.ts';
 import { medianMs, randomFloat32, round, type BenchEntry, type Suite } from './harness.ts';
 
-async function fusedVsMaterialized(m: number, n: number, shape: [number, number, number, number]): Promise<BenchEntry> {
+export async function fusedVsMaterialized(
+  m: number,
+  n: number,
+  shape: [number, number, number, number],
+): Promise<BenchEntry> {
   const tokens = 512;
   const k = 2;
   const [ma, na, mb, nb] = shape;
@@ -23,7 +27,11 @@ async function fusedVsMaterialized(m: number, n: number, shape: [number, number,
     const x = g.input('x', 'float32', [tokens, n]);
     const gy = g.input('gy', 'float32', [tokens, m]);
     const gate = g.input('g', 'float32', [k]);
-    const group: KroneckerGroup = { shape, a: g.input('a', 'float32', [k, ma, na]), b: g.input('b', 'float32', [k, mb, nb]) };
+    const group: KroneckerGroup = {
+      shape,
+      a: g.input('a', 'float32', [k, ma, na]),
+      b: g.input('b', 'float32', [k, mb, nb]),
+    };
     const alpha = mokaGate(gate);
     const y = materialize
       ? linear(x, materializedKroneckerDelta([group], alpha))
@@ -111,14 +119,12 @@ async function matmulOverhead(): Promise<BenchEntry> {
     baseline: 'the same MatMul in a bare onnxruntime-node session',
     baselineValue: round(gBare),
     ratio: round(gEngine / gBare),
-    notes: 'float32, CPU provider, end to end per run (includes the 32 MB output copy); ratio ≥ 0.95 means overhead < 5%',
+    notes:
+      'float32, CPU provider, end to end per run (includes the 32 MB output copy); ratio ≥ 0.95 means overhead < 5%',
   };
 }
 
 export const engineSuite: Suite = {
   name: 'engine',
-  run: async () => [
-    await fusedVsMaterialized(4096, 4096, [64, 64, 64, 64]),
-    await matmulOverhead(),
-  ],
+  run: async () => [await fusedVsMaterialized(4096, 4096, [64, 64, 64, 64]), await matmulOverhead()],
 };

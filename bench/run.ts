@@ -6,9 +6,11 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, platform, arch } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { engineSuite } from './engine.bench.ts';
+import { adaptersSuite } from './adapters.bench.ts';
+import { modelSuite } from './model.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
 
-const SUITES: Suite[] = [engineSuite];
+const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite];
 const RESULTS = new URL('./results.json', import.meta.url);
 
 async function main() {
@@ -16,7 +18,9 @@ async function main() {
   const only = onlyArg >= 0 ? new Set(process.argv[onlyArg + 1]?.split(',')) : null;
   const unknown = only ? [...only].filter((n) => !SUITES.some((s) => s.name === n)) : [];
   if (unknown.length) {
-    process.stderr.write(`bench: unknown suite(s) ${unknown.join(', ')}; known: ${SUITES.map((s) => s.name).join(', ')}\n`);
+    process.stderr.write(
+      `bench: unknown suite(s) ${unknown.join(', ')}; known: ${SUITES.map((s) => s.name).join(', ')}\n`,
+    );
     process.exit(2);
   }
   const previous: { benchmarks: (BenchEntry & { suite?: string })[] } = existsSync(RESULTS)
@@ -25,7 +29,11 @@ async function main() {
   const entries: (BenchEntry & { suite: string })[] = [];
   for (const suite of SUITES) {
     if (only && !only.has(suite.name)) {
-      entries.push(...previous.benchmarks.filter((b) => b.suite === suite.name).map((b) => ({ ...b, suite: suite.name })));
+      entries.push(
+        ...previous.benchmarks
+          .filter((b) => b.suite === suite.name)
+          .map((b) => ({ ...b, suite: suite.name })),
+      );
       continue;
     }
     process.stderr.write(`bench: running ${suite.name} …\n`);
