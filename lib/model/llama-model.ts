@@ -297,7 +297,8 @@ export class LlamaModel {
     }
   }
 
-  private batchFeeds(p: PaddedBatch): Record<string, Feed> {
+  /** Feeds of the main graph for a padded batch: ids, mask, and RoPE tables for positions 0..seq−1. */
+  batchFeeds(p: PaddedBatch): Record<string, Feed> {
     const { cos, sin } = ropeCosSin(this.invFreq, positionRange(0, p.seq));
     const half = this.config.headDim / 2;
     return {
