@@ -18,7 +18,8 @@ const maxRssBytes = () => process.resourceUsage().maxRSS * 1024;
 
 const dir = process.argv[2]!;
 const run = process.argv.includes('--run');
-const before = maxRssBytes();
+// The current resident set, not the high-water mark: a transient peak while importing must not widen the bound.
+const before = process.memoryUsage().rss;
 const t0 = performance.now();
 const model = await LlamaModel.load(dir);
 const graph = new Graph('rss-probe');
