@@ -8,9 +8,10 @@ import * as ort from 'onnxruntime-node';
 import { engineSuite } from './engine.bench.ts';
 import { adaptersSuite } from './adapters.bench.ts';
 import { modelSuite } from './model.bench.ts';
+import { trainSuite } from './train.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
 
-const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite];
+const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, trainSuite];
 const RESULTS = new URL('./results.json', import.meta.url);
 
 async function main() {
