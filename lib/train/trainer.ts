@@ -139,6 +139,12 @@ export function describeDifferences(a: unknown, b: unknown, max = 6, path = ''):
   if (canonicalJson(a) === canonicalJson(b)) return [];
   const isObj = (x: unknown) => x !== null && typeof x === 'object' && !Array.isArray(x);
   if (isObj(a) && isObj(b)) {
+    // Objects of different types (e.g. adapter configs of another type) differ in every field: name the type only.
+    const ta = (a as Record<string, unknown>).type;
+    const tb = (b as Record<string, unknown>).type;
+    if (ta !== undefined && tb !== undefined && canonicalJson(ta) !== canonicalJson(tb)) {
+      return describeDifferences(ta, tb, max, path ? `${path}.type` : 'type');
+    }
     const out: string[] = [];
     const keys = [...new Set([...Object.keys(a as object), ...Object.keys(b as object)])].sort();
     for (const k of keys) {

@@ -1,0 +1,175 @@
+/**
+ * The step program of a LLaMA-family model with an adapter: one graph that computes the summed token loss of a
+ * micro-batch and the gradient of that sum for every adapter tensor, run by ONNX Runtime once per micro-batch.
+ *
+ * The frozen model comes from `buildLlamaGraph` (float32 checkpoint weights by default; a `base` projection hook
+ * swaps in e.g. 4-bit weights), the adapter from `AdapterRuntime.bind` (its tensors become graph inputs and its
+ * `wrap` adds the update to each targeted projection through the fused formulation). Nothing about the base model
+ * is differentiated: `grad` only walks paths from the adapter inputs to the loss.
+ *
+ * Batches: right-padded rows with shifted labels (see step-program.ts); positions 0…S−1 per row, so packed
+ * batches are not supported here (the graph takes one RoPE table per sequence, not per row, and no segment mask).
+ */
+import {
+  Graph,
+  Session,
+  crossEntropy,
+  grad,
+  type Feed,
+  type ProviderChoice,
+  type Tensor,
+} from '../engine/index.ts';
+import { UserError } from '../errors.ts';
+import type { AdapterRuntime } from '../adapters/adapter-runtime.ts';
+import type { LlamaConfig } from '../model/config.ts';
+import { buildLlamaGraph } from '../model/llama-graph.ts';
+import type { WeightSource } from '../model/model-weights.ts';
+import type { ProjectionHooks } from '../model/projection.ts';
+import { positionRange, ropeCosSin, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
+import { countTargets, type StepProgram, type TokenBatch, type TrainableSpec } from './step-program.ts';
+
+export interface LlamaStepProgramOptions {
+  config: LlamaConfig;
+  weights: WeightSource;
+  adapter: AdapterRuntime;
+  /** Frozen base projections (e.g. the quantized path); default: the float32 weights of `weights`. */
+  base?: ProjectionHooks['base'];
+  /** Start from these adapter values instead of the adapter's initialisation (e.g. a saved adapter). */
+  initialValues?: ReadonlyMap<string, Float32Array>;
+  provider?: ProviderChoice;
+  /** ORT intra-op threads; 1 makes CPU runs bit-reproducible. */
+  intraOpThreads?: number;
+  /** Weights go to ONNX external data above this many bytes (default 256 MiB, as the model's own sessions). */
+  externalDataTotalBytes?: number;
+}
+
+const LAYER = /^model\.layers\.(\d+)\./;
+
+/**
+ * Per-layer MoKA/MoKAs gate values for the metrics log: α = softmax(gate logits) of every static gate of the
+ * layer, averaged over the layer's adapted projections (they share the component count under the default plan;
+ * projections with another count are left out of the average). Token gates (a projection of x) have no
+ * per-layer value and are not reported.
+ */
+export function gateMetrics(
+  specs: readonly TrainableSpec[],
+  params: ReadonlyMap<string, Float32Array>,
+): Record<string, number[]> {
+  const perLayer = new Map<number, { sum: Float64Array; n: number }>();
+  for (const s of specs) {
+    if (s.group !== 'gate' || s.shape.length !== 1) continue;
+    const layer = LAYER.exec(s.name);
+    if (!layer) continue;
+    const g = params.get(s.name)!;
+    let max = -Infinity;
+    for (const x of g) max = Math.max(max, x);
+    let z = 0;
+    for (const x of g) z += Math.exp(x - max);
+    const key = Number(layer[1]);
+    let acc = perLayer.get(key);
+    if (!acc) perLayer.set(key, (acc = { sum: new Float64Array(g.length), n: 0 }));
+    if (acc.sum.length !== g.length) continue;
+    for (let i = 0; i < g.length; i++) acc.sum[i]! += Math.exp(g[i]! - max) / z;
+    acc.n++;
+  }
+  const out: Record<string, number[]> = {};
+  for (const [layer, { sum, n }] of [...perLayer].sort((a, b) => a[0] - b[0])) {
+    out[`gate.layer${layer}`] = Array.from(sum, (x) => x / n);
+  }
+  return out;
+}
+
+export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgram {
+  const { config, adapter } = opts;
+  const g = new Graph('llama-train');
+  const bound = adapter.bind(g);
+  const llama = buildLlamaGraph(g, config, opts.weights, {
+    hooks: { ...(opts.base ? { base: opts.base } : {}), wrap: bound.wrap },
+  });
+  const labels = g.input('labels', 'int64', ['batch', 'seq']);
+  const loss = crossEntropy(llama.logits(), labels, { reduction: 'sum' });
+  const inputs = bound.inputs();
+  const byName = new Map(inputs.map((t) => [t.name!, t]));
+  const missing = adapter.tensors.filter((t) => !byName.has(t.name));
+  if (missing.length) {
+    throw new UserError(
+      `adapter tensor "${missing[0]!.name}" is not used by the model graph; check targetModules/layersToTransform`,
+    );
+  }
+  const trainables: TrainableSpec[] = adapter.tensors.map((t) => {
+    const init = opts.initialValues?.get(t.name) ?? t.init;
+    if (init.length !== t.init.length) {
+      throw new UserError(
+        `initial value of "${t.name}" has ${init.length} values, expected ${t.init.length}`,
+      );
+    }
+    return { name: t.name, shape: [...t.shape], init, group: t.group };
+  });
+  const wrt = adapter.tensors.map((t) => byName.get(t.name)!);
+  const grads = grad(loss, wrt);
+  const gradOutputs: Record<string, Tensor> = { loss };
+  wrt.forEach((t, i) => (gradOutputs[`grad:${t.name}`] = grads[i]!));
+  const sessionInputs = [
+    llama.inputs.inputIds,
+    llama.inputs.attentionMask,
+    llama.inputs.ropeCos,
+    llama.inputs.ropeSin,
+    labels,
+    ...wrt,
+  ];
+  const sessionOptions = {
+    provider: opts.provider ?? 'cpu',
+    intraOpThreads: opts.intraOpThreads,
+    externalDataTotalBytes: opts.externalDataTotalBytes ?? 256 * 2 ** 20,
+  };
+  const trainSession = new Session(g, { inputs: sessionInputs, outputs: gradOutputs }, sessionOptions);
+  const evalSession = new Session(g, { inputs: sessionInputs, outputs: { loss } }, sessionOptions);
+  const invFreq = ropeInverseFrequencies(config);
+  const half = config.headDim / 2;
+
+  const feeds = (batch: TokenBatch, params: ReadonlyMap<string, Float32Array>): Record<string, Feed> => {
+    if (batch.segmentIds) {
+      throw new UserError('the LLaMA step program does not support packed batches; set packing: false');
+    }
+    if (batch.seqLen > config.maxPositionEmbeddings) {
+      throw new UserError(
+        `sequences of ${batch.seqLen} tokens exceed the model's max_position_embeddings ${config.maxPositionEmbeddings}; lower maxLength`,
+      );
+    }
+    const dims = [batch.batchSize, batch.seqLen];
+    const { cos, sin } = ropeCosSin(invFreq, positionRange(0, batch.seqLen));
+    const f: Record<string, Feed> = {
+      input_ids: { data: batch.inputIds, dims },
+      attention_mask: { data: BigInt64Array.from(batch.attentionMask, (m) => BigInt(m)), dims },
+      rope_cos: { data: cos, dims: [batch.seqLen, half] },
+      rope_sin: { data: sin, dims: [batch.seqLen, half] },
+      labels: { data: batch.labels, dims },
+    };
+    for (const t of trainables) f[t.name] = params.get(t.name)!;
+    return f;
+  };
+
+  return {
+    trainables,
+    supportsPacking: false,
+    async lossAndGrads(batch, params) {
+      const out = await trainSession.run(feeds(batch, params));
+      const result = new Map<string, Float32Array>();
+      for (const t of trainables) result.set(t.name, out[`grad:${t.name}`]!.data as Float32Array);
+      return {
+        lossSum: (out.loss!.data as Float32Array)[0]!,
+        tokens: countTargets(batch.labels),
+        grads: result,
+      };
+    },
+    async loss(batch, params) {
+      const out = await evalSession.run(feeds(batch, params));
+      return { lossSum: (out.loss!.data as Float32Array)[0]!, tokens: countTargets(batch.labels) };
+    },
+    metrics: (params) => gateMetrics(trainables, params),
+    async release() {
+      await trainSession.release();
+      await evalSession.release();
+    },
+  };
+}

@@ -1,0 +1,183 @@
+/**
+ * One training run of a LLaMA-family checkpoint with an adapter, end to end: open the checkpoint, prepare the data
+ * with its tokenizer, build the adapter and the step program, train (resuming when the run directory holds
+ * checkpoints of the same run), and write the final adapter in the PEFT-style layout. `moka train` and the
+ * pipeline's train stage both call this.
+ *
+ * Run directory: train-config.json (the effective training and adapter config), metrics.jsonl, checkpoints/,
+ * adapter/ (when training ended rather than being stopped), train-summary.json.
+ */
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from '../errors.ts';
+import type { ProviderChoice } from '../engine/index.ts';
+import type { AdapterConfig } from '../adapters/adapter-config.ts';
+import { createAdapterRuntime } from '../adapters/adapter-runtime.ts';
+import { saveAdapter } from '../adapters/adapter-files.ts';
+import { planAdapter } from '../adapters/planner.ts';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint.ts';
+import { loadModelWeights, type ModelWeights } from '../model/model-weights.ts';
+import { writeFileAtomic, type CheckpointHooks } from './checkpoints.ts';
+import { createLlamaStepProgram } from './llama-step-program.ts';
+import type { ProgressMode } from './progress.ts';
+import type { StepProgram } from './step-program.ts';
+import type { TrainConfig } from './train-config.ts';
+import { train, type TrainResult } from './trainer.ts';
+import { prepareTrainingData, type DataReport } from './training-data.ts';
+
+export interface RunTrainingOptions {
+  /** Hugging Face checkpoint directory (float32/float16/bfloat16 safetensors + tokenizer). */
+  modelDir: string;
+  /** Training data: files or directories (JSON arrays or JSON Lines). */
+  train: readonly string[];
+  /** Held-out data; when absent, the training section's evalFraction/evalRecords are held out. */
+  eval?: readonly string[];
+  outputDir: string;
+  training: TrainConfig;
+  adapter: AdapterConfig;
+  resume?: boolean | 'auto';
+  provider?: ProviderChoice;
+  intraOpThreads?: number;
+  progress?: ProgressMode;
+  logStream?: NodeJS.WritableStream & { isTTY?: boolean };
+  warn?: (message: string) => void;
+  handleSignals?: boolean;
+  stopSignal?: AbortSignal;
+  checkpointHooks?: CheckpointHooks;
+}
+
+export interface RunTrainingResult extends TrainResult {
+  /** Where the final adapter was written (null when the run was stopped before its end). */
+  adapterDir: string | null;
+  data: DataReport;
+  trainableParameters: number;
+}
+
+/** Row norms ‖W0[r]‖ of each adapted projection, which DoRA's magnitudes start from. */
+async function rowNormsOf(ckpt: Checkpoint, modules: readonly string[]): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (const module of modules) {
+    const name = `${module}.weight`;
+    const [rows, cols] = ckpt.info(name).shape as [number, number];
+    const w = await ckpt.readFloat32(name);
+    const norms = new Float32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += w[r * cols + c]! ** 2;
+      norms[r] = Math.sqrt(s);
+    }
+    out.set(module, norms);
+  }
+  return out;
+}
+
+/** What identifies the base model in the run fingerprint: its config.json and the sizes of its weight files. */
+async function modelIdentity(ckpt: Checkpoint): Promise<Record<string, unknown>> {
+  const files: Record<string, number> = {};
+  for (const f of ckpt.weightFiles()) files[f] = (await stat(join(ckpt.dir, f))).size;
+  return { config: ckpt.config.raw, weightFiles: files };
+}
+
+export async function runTraining(opts: RunTrainingOptions): Promise<RunTrainingResult> {
+  const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
+  const provider = opts.provider ?? 'cpu';
+  const training = { ...opts.training };
+  if (training.precision === 'fp16') {
+    if (provider === 'cpu') {
+      warn('precision fp16 is not supported by the CPU provider; training in fp32 instead');
+      training.precision = 'fp32';
+    } else {
+      throw new UserError(
+        'precision fp16 (float16 activations) is not implemented by the LLaMA step program yet; use precision ' +
+          '"fp32" (adapter weights are float32 either way)',
+      );
+    }
+  }
+  const ckpt = await openCheckpoint(opts.modelDir);
+  if (training.maxLength > ckpt.config.maxPositionEmbeddings) {
+    await ckpt.close();
+    throw new UserError(
+      `maxLength ${training.maxLength} exceeds the model's max_position_embeddings ` +
+        `${ckpt.config.maxPositionEmbeddings}; lower maxLength`,
+    );
+  }
+  let weights: ModelWeights | null = null;
+  let program: StepProgram | null = null;
+  try {
+    const tokenizer = ckpt.tokenizer();
+    const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
+    const data = await prepareTrainingData({
+      train: opts.train,
+      ...(opts.eval && opts.eval.length ? { eval: opts.eval } : {}),
+      tokenizer,
+      config: training,
+      warn,
+    });
+    const plan = planAdapter(ckpt.config, opts.adapter);
+    const norms =
+      opts.adapter.type === 'dora'
+        ? await rowNormsOf(
+            ckpt,
+            plan.targets.map((t) => t.name),
+          )
+        : null;
+    const runtime = createAdapterRuntime(ckpt.config, opts.adapter, {
+      seed: training.seed,
+      ...(norms ? { baseRowNorms: (m: string) => norms.get(m)! } : {}),
+    });
+    weights = await loadModelWeights(ckpt);
+    program = createLlamaStepProgram({
+      config: ckpt.config,
+      weights,
+      adapter: runtime,
+      provider,
+      ...(opts.intraOpThreads ? { intraOpThreads: opts.intraOpThreads } : {}),
+    });
+    await mkdir(opts.outputDir, { recursive: true });
+    await writeFileAtomic(
+      join(opts.outputDir, 'train-config.json'),
+      `${JSON.stringify({ model: opts.modelDir, training, adapter: opts.adapter }, null, 2)}\n`,
+    );
+    const result = await train({
+      program,
+      train: data.train,
+      eval: data.eval,
+      config: training,
+      outputDir: opts.outputDir,
+      padId,
+      resume: opts.resume ?? 'auto',
+      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(ckpt) },
+      ...(opts.progress ? { progress: opts.progress } : {}),
+      ...(opts.logStream ? { logStream: opts.logStream } : {}),
+      warn,
+      ...(opts.handleSignals !== undefined ? { handleSignals: opts.handleSignals } : {}),
+      ...(opts.stopSignal ? { stopSignal: opts.stopSignal } : {}),
+      ...(opts.checkpointHooks ? { checkpointHooks: opts.checkpointHooks } : {}),
+    });
+    let adapterDir: string | null = null;
+    if (result.stoppedBy !== 'signal') {
+      adapterDir = join(opts.outputDir, 'adapter');
+      await saveAdapter(adapterDir, runtime, result.params, { baseModel: opts.modelDir });
+    }
+    const summary = {
+      stoppedBy: result.stoppedBy,
+      step: result.step,
+      totalSteps: result.totalSteps,
+      resumedFrom: result.resumedFrom,
+      lastEvalLoss: result.lastEvalLoss,
+      bestEvalLoss: result.bestEvalLoss,
+      trainableParameters: plan.totalParams,
+      adapterDir,
+      data: data.report,
+    };
+    await writeFileAtomic(
+      join(opts.outputDir, 'train-summary.json'),
+      `${JSON.stringify(summary, null, 2)}\n`,
+    );
+    return { ...result, adapterDir, data: data.report, trainableParameters: plan.totalParams };
+  } finally {
+    await program?.release();
+    weights?.dispose();
+    await ckpt.close();
+  }
+}
