@@ -7,6 +7,8 @@ import { registerQuantize } from './quantize.ts';
 import { registerDequantize } from './dequantize.ts';
 import { registerGenerate } from './generate.ts';
 import { registerScore } from './score.ts';
+import { registerMerge } from './merge.ts';
+import { registerTrain } from './train.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -16,4 +18,6 @@ export function registerCommands(program: Command): void {
   registerDequantize(program);
   registerGenerate(program);
   registerScore(program);
+  registerMerge(program);
+  registerTrain(program);
 }
