@@ -1,0 +1,147 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
+const DATA = fileURLToPath(new URL('../../examples/data/tiny-instructions.jsonl', import.meta.url));
+const root = mkdtempSync(join(tmpdir(), 'moka-train-cli-'));
+const model = join(root, 'tiny');
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+function moka(args: string[]) {
+  const r = spawnSync(process.execPath, [mokaBin, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, MOKA_DEBUG: '' },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const quick = [
+  '--set',
+  'promptTemplate=plain',
+  '--set',
+  'evalRecords=8',
+  '--set',
+  'evalEvery=2',
+  '--threads',
+  '1',
+];
+
+beforeAll(() => {
+  const r = moka(['init-tiny', '--out', model]);
+  expect(r.code).toBe(0);
+});
+
+describe('moka train', () => {
+  it('trains, checkpoints and writes the adapter; prints a JSON summary', () => {
+    const out = join(root, 'run');
+    const r = moka([
+      'train',
+      '--model',
+      model,
+      '--data',
+      DATA,
+      '--out',
+      out,
+      '--adapter',
+      'lora',
+      '--max-steps',
+      '4',
+      ...quick,
+      '--progress',
+      'json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as Record<string, unknown>;
+    expect(summary).toMatchObject({
+      stoppedBy: 'completed',
+      step: 4,
+      totalSteps: 4,
+      adapterDir: join(out, 'adapter'),
+    });
+    expect(readdirSync(join(out, 'adapter')).sort()).toEqual([
+      'adapter_config.json',
+      'adapter_model.safetensors',
+    ]);
+    expect(readdirSync(out).sort()).toEqual([
+      'adapter',
+      'checkpoints',
+      'metrics.jsonl',
+      'train-config.json',
+      'train-summary.json',
+    ]);
+    expect(r.stderr).toMatch(/^\{"event":"train.start"/);
+    expect(readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n')).toHaveLength(5);
+  });
+
+  it('refuses another adapter type in the same run directory and keeps its checkpoints', () => {
+    const out = join(root, 'run');
+    const before = readdirSync(join(out, 'checkpoints'));
+    const r = moka([
+      'train',
+      '--model',
+      model,
+      '--data',
+      DATA,
+      '--out',
+      out,
+      '--adapter',
+      'moka',
+      '--max-steps',
+      '4',
+      ...quick,
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^moka: error: .*step-4 belongs to a different run/);
+    expect(r.stderr).toMatch(/extra\.adapter\.type: "lora" in the checkpoint, "moka" now/);
+    expect(readdirSync(join(out, 'checkpoints'))).toEqual(before);
+    const again = moka([
+      'train',
+      '--model',
+      model,
+      '--data',
+      DATA,
+      '--out',
+      out,
+      '--adapter',
+      'lora',
+      '--max-steps',
+      '4',
+      ...quick,
+      '--no-resume',
+    ]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/already holds 1 checkpoint\(s\) of this run/);
+  });
+
+  it('reports bad data and bad settings in one clear message', () => {
+    const bad = join(root, 'bad.jsonl');
+    writeFileSync(bad, '{"instruction": "a", "output": ""}\n{"instruction": "b"}\nnot json\n');
+    const r = moka(['train', '--model', model, '--data', bad, '--out', join(root, 'bad-run'), ...quick]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(
+      /moka: error: training dataset is empty: no usable records in .*bad\.jsonl; all 3 records are bad/,
+    );
+    expect(r.stderr).toMatch(/bad\.jsonl:2: missing field "output"/);
+    expect(existsSync(join(root, 'bad-run', 'checkpoints'))).toBe(false);
+    const s = moka([
+      'train',
+      '--model',
+      model,
+      '--data',
+      DATA,
+      '--out',
+      join(root, 'x'),
+      '--set',
+      'learningRate=-1',
+    ]);
+    expect(s.code).toBe(1);
+    expect(s.stderr).toMatch(/training config is invalid:\n\s+learningRate: learningRate must be positive/);
+    const missing = moka(['train', '--model', model, '--out', join(root, 'x')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/moka: error: give the training data with --data/);
+  });
+});
