@@ -1,16 +1,17 @@
 /**
  * Options shared by the commands that run a model (`generate`, `score`): which checkpoint, on which execution
  * provider. Loading goes through `loadCommandModel`, the one place a command turns its flags into
- * `LoadModelOptions`: the adapters issue adds `--adapter DIR` in `addModelOptions` and turns it into projection
- * hooks (and feeds) there, so every model command gets it at once.
+ * a runnable model: a float or 4-bit checkpoint, with `--adapter DIR` applied through the projection hooks.
  */
 import type { Command } from 'commander';
 import type { ProviderChoice } from '../../lib/engine/index.ts';
 import { UserError } from '../../lib/errors.ts';
-import { LlamaModel, type LoadModelOptions } from '../../lib/model/llama-model.ts';
+import { loadAdaptedModel } from '../../lib/adapters/adapted-model.ts';
+import type { LlamaModel } from '../../lib/model/llama-model.ts';
 
 export interface ModelCommandOptions {
   model: string;
+  adapter?: string;
   provider: string;
   threads?: string;
 }
@@ -22,6 +23,10 @@ export function addModelOptions(cmd: Command): Command {
     .requiredOption(
       '--model <dir>',
       'Hugging Face model directory (config.json, safetensors, tokenizer.json)',
+    )
+    .option(
+      '--adapter <dir>',
+      'apply a trained adapter (adapter_config.json + adapter_model.safetensors), unmerged',
     )
     .option('--provider <name>', 'execution provider: cpu, cuda, webgpu or auto', 'cpu')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: the physical cores)');
@@ -46,9 +51,10 @@ export async function loadCommandModel(opts: ModelCommandOptions): Promise<Llama
   if (!PROVIDERS.includes(opts.provider as ProviderChoice)) {
     throw new UserError(`--provider must be one of ${PROVIDERS.join(', ')}, got "${opts.provider}"`);
   }
-  const load: LoadModelOptions = {
+  // A 4-bit model directory loads with its projections kept 4-bit; --adapter adds the update unmerged.
+  return loadAdaptedModel(opts.model, {
+    adapter: opts.adapter,
     provider: opts.provider as ProviderChoice,
     intraOpThreads: opts.threads === undefined ? undefined : parseInteger(opts.threads, '--threads', 1),
-  };
-  return LlamaModel.load(opts.model, load);
+  });
 }

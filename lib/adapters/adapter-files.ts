@@ -165,12 +165,11 @@ export interface LoadedAdapter {
   baseModel: string | null;
 }
 
-/** Reads an adapter directory for the given base model; checks shapes against the model. */
-export async function loadAdapter(
+/** Reads and validates `adapter_config.json` of an adapter directory, checking it fits the model. */
+export function readAdapterConfig(
   dir: string,
   llama: LlamaConfig,
-  options: AdapterRuntimeOptions = {},
-): Promise<LoadedAdapter> {
+): { config: AdapterConfig; baseModel: string | null } {
   const configPath = join(dir, ADAPTER_CONFIG_FILE);
   if (!existsSync(dir)) throw new UserError(`adapter directory ${dir} does not exist`);
   if (!existsSync(configPath)) {
@@ -194,7 +193,19 @@ export async function loadAdapter(
         `this model has ${llama.hiddenSize} and ${llama.numLayers}. Use the adapter with its own base model.`,
     );
   }
-  const config = parseAdapterConfig(json.adapter, configPath);
+  return {
+    config: parseAdapterConfig(json.adapter, configPath),
+    baseModel: (json.base_model_name_or_path as string | null) ?? null,
+  };
+}
+
+/** Reads an adapter directory for the given base model; checks shapes against the model. */
+export async function loadAdapter(
+  dir: string,
+  llama: LlamaConfig,
+  options: AdapterRuntimeOptions = {},
+): Promise<LoadedAdapter> {
+  const { config, baseModel } = readAdapterConfig(dir, llama);
   const runtime = createAdapterRuntime(llama, config, options);
   const file = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE)).catch((err: Error) => {
     throw new UserError(`${join(dir, ADAPTER_WEIGHTS_FILE)}: ${err.message}`);
@@ -221,7 +232,7 @@ export async function loadAdapter(
     const extra = file.names().filter((n) => !seen.has(n));
     if (extra.length)
       throw new UserError(`${dir}: unexpected tensors in the adapter weights, e.g. "${extra[0]}"`);
-    return { runtime, values, baseModel: (json.base_model_name_or_path as string | null) ?? null };
+    return { runtime, values, baseModel };
   } finally {
     await file.close();
   }

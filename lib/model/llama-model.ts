@@ -145,6 +145,14 @@ export class LlamaModel {
     return new LlamaModel(ckpt.config, weights, ckpt, opts);
   }
 
+  /**
+   * A model over a checkpoint whose weights were prepared elsewhere (e.g. a 4-bit base, whose projections come
+   * through `opts.hooks.base`); `close()` disposes the weights and closes the checkpoint.
+   */
+  static fromParts(ckpt: Checkpoint, weights: WeightSource, opts: LoadModelOptions = {}): LlamaModel {
+    return new LlamaModel(ckpt.config, weights, ckpt, opts);
+  }
+
   /** A model over weights from elsewhere (tests, in-memory variants); it has no tokenizer. */
   static fromWeights(config: LlamaConfig, weights: WeightSource, opts: LoadModelOptions = {}): LlamaModel {
     return new LlamaModel(config, weights, null, opts);
