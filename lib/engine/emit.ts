@@ -27,6 +27,11 @@ export interface EmitRequest {
    * `externalDataTotalBytes` (default: 1.5 GiB, well under the 2 GiB protobuf limit).
    */
   externalDataTotalBytes?: number;
+  /**
+   * Copy file-backed weights into the external data blob instead of linking to their files (a model that is
+   * written out to be used elsewhere must not point into this machine's checkpoint files).
+   */
+  copyFileWeights?: boolean;
 }
 
 export interface ExternalBlob {
@@ -129,7 +134,7 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
       dims: bindShape(w.shape, req.binding),
     };
     const data = w.data!;
-    if (external && 'file' in data) {
+    if (external && 'file' in data && !req.copyFileWeights) {
       proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
       proto.externalData = [
         { key: 'location', value: linkFor(data.file) },

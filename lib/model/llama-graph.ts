@@ -59,6 +59,13 @@ export interface LlamaGraphOptions {
   cache?: { capacity: number; seq: number };
   /** Batch size as a number, or the named dimension (default "batch"). */
   batch?: Dim;
+  /** Sequence length as a number, or the named dimension (default "seq"; ignored with a cache). */
+  seq?: Dim;
+  /**
+   * RoPE tables computed inside the graph instead of fed as inputs (ONNX export: the caller gathers them from
+   * constant tables by position). Each is [seq, head_dim/2].
+   */
+  rope?: { cos: Tensor; sin: Tensor };
 }
 
 export interface LlamaGraphInputs {
@@ -105,7 +112,7 @@ export function buildLlamaGraph(
   ) {
     throw new GraphError(`cache capacity and seq must be positive integers, got ${JSON.stringify(cache)}`);
   }
-  const S: Dim = cache ? cache.seq : 'seq';
+  const S: Dim = cache ? cache.seq : (opts.seq ?? 'seq');
   const keys: Dim = cache ? cache.capacity + cache.seq : S;
   const D = cfg.headDim;
   const Hq = cfg.numHeads;
@@ -114,8 +121,8 @@ export function buildLlamaGraph(
   const inputs: LlamaGraphInputs = {
     inputIds: graph.input('input_ids', 'int64', [B, S]),
     attentionMask: graph.input('attention_mask', 'int64', [B, keys]),
-    ropeCos: graph.input('rope_cos', 'float32', [S, D / 2]),
-    ropeSin: graph.input('rope_sin', 'float32', [S, D / 2]),
+    ropeCos: opts.rope?.cos ?? graph.input('rope_cos', 'float32', [S, D / 2]),
+    ropeSin: opts.rope?.sin ?? graph.input('rope_sin', 'float32', [S, D / 2]),
     pastKeys: [],
     pastValues: [],
   };

@@ -1,19 +1,6 @@
 // The `moka` executable as a user runs it: help, unknown commands, and a working subcommand.
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
-
-export function runMoka(args: string[], opts: { cwd?: string; input?: string } = {}) {
-  const r = spawnSync(process.execPath, [mokaBin, ...args], {
-    encoding: 'utf8',
-    cwd: opts.cwd,
-    input: opts.input,
-    env: { ...process.env, MOKA_DEBUG: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { runMoka } from '../helpers/run-moka.ts';
 
 describe('moka CLI', () => {
   it('--help lists the commands and exits 0', () => {

@@ -1,0 +1,100 @@
+/**
+ * `moka export-onnx`: the model (optionally with an adapter, merged or not) as a standalone ONNX model for
+ * inference with any ONNX Runtime. Inputs: `input_ids` int64 [batch, seq], `attention_mask` int64 [batch, seq]
+ * (1 = token, 0 = right padding) and `position_ids` int64 [seq]; output: `logits` float32 [batch, seq, vocab].
+ * RoPE tables for positions 0..maxPositions−1 are constants inside the model.
+ *
+ * Shapes are static (batch and seq fixed at export): the engine compiles static shapes, which is also what ORT
+ * optimises best; export one model per shape you serve, or pad to it.
+ *
+ * Unmerged, the adapter's tensors become initializers and the fused update stays in the graph; a 4-bit base
+ * stays 4-bit (MatMulNBits / decode ops from com.microsoft and opset 21). Merged, the adapter is added to
+ * the (dequantized) weights first, through a streamed `moka merge` into a temporary directory.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { Graph, gather, type Tensor } from '../engine/index.ts';
+import { emitOnnx } from '../engine/emit.ts';
+import { writeOnnxModel } from '../engine/onnx-file.ts';
+import { UserError } from '../errors.ts';
+import { buildLlamaGraph } from '../model/llama-graph.ts';
+import type { ProjectionHooks } from '../model/projection.ts';
+import { positionRange, ropeCosSin, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
+import { openFrozenBase } from '../quant/frozen-base.ts';
+import { loadAdapterFor } from './adapted-model.ts';
+import { mergeCheckpoint } from './merge-checkpoint.ts';
+import { projectionModuleName } from './targets.ts';
+
+export interface ExportOnnxOptions {
+  model: string;
+  adapter?: string;
+  /** Merge the adapter into the weights (default: keep it as a separate, fused branch). */
+  merged?: boolean;
+  /** Output .onnx path; large weights go to `<name>.weights` beside it. */
+  out: string;
+  batch?: number;
+  seq?: number;
+  /** Positions the RoPE tables cover (default min(max_position_embeddings, 4096)). */
+  maxPositions?: number;
+}
+
+export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: string[]; nodes: number }> {
+  if (opts.merged && !opts.adapter) throw new UserError('--merged needs --adapter');
+  if (!opts.out.endsWith('.onnx')) throw new UserError(`--out must name a .onnx file, got "${opts.out}"`);
+  let mergedDir: string | null = null;
+  let modelDir = opts.model;
+  if (opts.merged) {
+    mergedDir = mkdtempSync(join(tmpdir(), 'moka-export-'));
+    await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedDir, force: true });
+    modelDir = mergedDir;
+  }
+  const base = await openFrozenBase(modelDir);
+  try {
+    const cfg = base.config;
+    const batch = opts.batch ?? 1;
+    const seq = opts.seq ?? 128;
+    const maxPositions = opts.maxPositions ?? Math.min(cfg.maxPositionEmbeddings, 4096);
+    if (seq > maxPositions)
+      throw new UserError(`--seq ${seq} is longer than --max-positions ${maxPositions}`);
+    const name = basename(opts.out, '.onnx');
+    const g = new Graph(name);
+    const positions = g.input('position_ids', 'int64', [seq]);
+    const tables = ropeCosSin(ropeInverseFrequencies(cfg), positionRange(0, maxPositions));
+    const half = cfg.headDim / 2;
+    const rope = {
+      cos: gather(g.weight('rope_cos_table', 'float32', [maxPositions, half], tables.cos), positions),
+      sin: gather(g.weight('rope_sin_table', 'float32', [maxPositions, half], tables.sin), positions),
+    };
+    let hooks: ProjectionHooks = { base: base.base };
+    if (opts.adapter && !opts.merged) {
+      const { runtime, values } = await loadAdapterFor(base, opts.adapter);
+      const constants = new Map<string, Tensor>();
+      const weightOf = (tensorName: string) => {
+        let t = constants.get(tensorName);
+        if (!t) {
+          const spec = runtime.tensors.find((s) => s.name === tensorName)!;
+          t = g.weight(tensorName, 'float32', spec.shape, values.get(tensorName)!);
+          constants.set(tensorName, t);
+        }
+        return t;
+      };
+      hooks = {
+        base: base.base,
+        wrap: (ctx, x, baseFn) =>
+          runtime.project(projectionModuleName(ctx.layer, ctx.proj), x, baseFn, weightOf),
+      };
+    }
+    const model = buildLlamaGraph(g, cfg, base.weights, { hooks, batch, seq, rope });
+    const emitted = emitOnnx(name, {
+      inputs: [model.inputs.inputIds, model.inputs.attentionMask, positions],
+      outputs: { logits: model.logits() },
+      binding: new Map(),
+      copyFileWeights: true,
+    });
+    return { files: writeOnnxModel(opts.out, emitted), nodes: emitted.nodeCount };
+  } finally {
+    await base.close();
+    if (mergedDir) rmSync(mergedDir, { recursive: true, force: true });
+  }
+}
