@@ -8,6 +8,7 @@ import { registerDequantize } from './dequantize.ts';
 import { registerGenerate } from './generate.ts';
 import { registerScore } from './score.ts';
 import { registerMerge } from './merge.ts';
+import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
 
 export function registerCommands(program: Command): void {
@@ -19,5 +20,6 @@ export function registerCommands(program: Command): void {
   registerGenerate(program);
   registerScore(program);
   registerMerge(program);
+  registerExportOnnx(program);
   registerTrain(program);
 }
