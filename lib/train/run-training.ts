@@ -1,5 +1,6 @@
 /**
- * One training run of a LLaMA-family checkpoint with an adapter, end to end: open the checkpoint, prepare the data
+ * One training run of a LLaMA-family checkpoint with an adapter, end to end: open the frozen base (a float
+ * checkpoint, or a 4-bit one whose projections stay 4-bit in the graph: QLoRA-style training), prepare the data
  * with its tokenizer, build the adapter and the step program, train (resuming when the run directory holds
  * checkpoints of the same run), and write the final adapter in the PEFT-style layout. `moka train` and the
  * pipeline's train stage both call this.
@@ -12,16 +13,16 @@ import { join } from 'node:path';
 import { UserError } from '../errors.ts';
 import type { ProviderChoice } from '../engine/index.ts';
 import type { AdapterConfig } from '../adapters/adapter-config.ts';
+import { baseRowNorms } from '../adapters/adapted-model.ts';
 import { createAdapterRuntime } from '../adapters/adapter-runtime.ts';
 import { saveAdapter } from '../adapters/adapter-files.ts';
 import { planAdapter } from '../adapters/planner.ts';
-import { openCheckpoint, type Checkpoint } from '../model/checkpoint.ts';
-import { loadModelWeights, type ModelWeights } from '../model/model-weights.ts';
+import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { writeFileAtomic, type CheckpointHooks } from './checkpoints.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
 import type { ProgressMode } from './progress.ts';
 import type { StepProgram } from './step-program.ts';
-import type { TrainConfig } from './train-config.ts';
+import { resolvePrecision, type TrainConfig } from './train-config.ts';
 import { train, type TrainResult } from './trainer.ts';
 import { prepareTrainingData, type DataReport } from './training-data.ts';
 
@@ -53,58 +54,39 @@ export interface RunTrainingResult extends TrainResult {
   trainableParameters: number;
 }
 
-/** Row norms ‖W0[r]‖ of each adapted projection, which DoRA's magnitudes start from. */
-async function rowNormsOf(ckpt: Checkpoint, modules: readonly string[]): Promise<Map<string, Float32Array>> {
-  const out = new Map<string, Float32Array>();
-  for (const module of modules) {
-    const name = `${module}.weight`;
-    const [rows, cols] = ckpt.info(name).shape as [number, number];
-    const w = await ckpt.readFloat32(name);
-    const norms = new Float32Array(rows);
-    for (let r = 0; r < rows; r++) {
-      let s = 0;
-      for (let c = 0; c < cols; c++) s += w[r * cols + c]! ** 2;
-      norms[r] = Math.sqrt(s);
-    }
-    out.set(module, norms);
-  }
-  return out;
-}
-
-/** What identifies the base model in the run fingerprint: its config.json and the sizes of its weight files. */
-async function modelIdentity(ckpt: Checkpoint): Promise<Record<string, unknown>> {
+/**
+ * What identifies the base model in the run fingerprint: its config.json (quantization_config included) and the
+ * sizes of its weight files; hashing gigabytes of weights at every start would cost more than it protects.
+ */
+async function modelIdentity(base: FrozenBase): Promise<Record<string, unknown>> {
+  const ckpt = base.checkpoint;
   const files: Record<string, number> = {};
   for (const f of ckpt.weightFiles()) files[f] = (await stat(join(ckpt.dir, f))).size;
-  return { config: ckpt.config.raw, weightFiles: files };
+  return { format: base.format, config: ckpt.config.raw, weightFiles: files };
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<RunTrainingResult> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
   const provider = opts.provider ?? 'cpu';
   const training = { ...opts.training };
+  if (provider === 'cpu') training.precision = resolvePrecision(training.precision, 'cpu', warn);
   if (training.precision === 'fp16') {
-    if (provider === 'cpu') {
-      warn('precision fp16 is not supported by the CPU provider; training in fp32 instead');
-      training.precision = 'fp32';
-    } else {
-      throw new UserError(
-        'precision fp16 (float16 activations) is not implemented by the LLaMA step program yet; use precision ' +
-          '"fp32" (adapter weights are float32 either way)',
-      );
-    }
-  }
-  const ckpt = await openCheckpoint(opts.modelDir);
-  if (training.maxLength > ckpt.config.maxPositionEmbeddings) {
-    await ckpt.close();
     throw new UserError(
-      `maxLength ${training.maxLength} exceeds the model's max_position_embeddings ` +
-        `${ckpt.config.maxPositionEmbeddings}; lower maxLength`,
+      'precision fp16 (float16 activations) is not implemented by the LLaMA step program yet; use precision ' +
+        '"fp32" (adapter weights are float32 either way)',
     );
   }
-  let weights: ModelWeights | null = null;
+  const base = await openFrozenBase(opts.modelDir);
   let program: StepProgram | null = null;
   try {
-    const tokenizer = ckpt.tokenizer();
+    const config = base.config;
+    if (training.maxLength > config.maxPositionEmbeddings) {
+      throw new UserError(
+        `maxLength ${training.maxLength} exceeds the model's max_position_embeddings ` +
+          `${config.maxPositionEmbeddings}; lower maxLength`,
+      );
+    }
+    const tokenizer = base.checkpoint.tokenizer();
     const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
     const data = await prepareTrainingData({
       train: opts.train,
@@ -113,22 +95,22 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       config: training,
       warn,
     });
-    const plan = planAdapter(ckpt.config, opts.adapter);
+    const plan = planAdapter(config, opts.adapter);
     const norms =
       opts.adapter.type === 'dora'
-        ? await rowNormsOf(
-            ckpt,
+        ? await baseRowNorms(
+            base,
             plan.targets.map((t) => t.name),
           )
         : null;
-    const runtime = createAdapterRuntime(ckpt.config, opts.adapter, {
+    const runtime = createAdapterRuntime(config, opts.adapter, {
       seed: training.seed,
       ...(norms ? { baseRowNorms: (m: string) => norms.get(m)! } : {}),
     });
-    weights = await loadModelWeights(ckpt);
     program = createLlamaStepProgram({
-      config: ckpt.config,
-      weights,
+      config,
+      weights: base.weights,
+      ...(base.base ? { base: base.base } : {}),
       adapter: runtime,
       provider,
       ...(opts.intraOpThreads ? { intraOpThreads: opts.intraOpThreads } : {}),
@@ -146,7 +128,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       outputDir: opts.outputDir,
       padId,
       resume: opts.resume ?? 'auto',
-      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(ckpt) },
+      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(base) },
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(opts.logStream ? { logStream: opts.logStream } : {}),
       warn,
@@ -177,7 +159,6 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
     return { ...result, adapterDir, data: data.report, trainableParameters: plan.totalParams };
   } finally {
     await program?.release();
-    weights?.dispose();
-    await ckpt.close();
+    await base.close();
   }
 }
