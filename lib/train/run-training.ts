@@ -8,7 +8,7 @@
  * Run directory: train-config.json (the effective training and adapter config), metrics.jsonl, checkpoints/,
  * adapter/ (when training ended rather than being stopped), train-summary.json.
  */
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
 import type { ProviderChoice } from '../engine/index.ts';
@@ -115,11 +115,6 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       provider,
       ...(opts.intraOpThreads ? { intraOpThreads: opts.intraOpThreads } : {}),
     });
-    await mkdir(opts.outputDir, { recursive: true });
-    await writeFileAtomic(
-      join(opts.outputDir, 'train-config.json'),
-      `${JSON.stringify({ model: opts.modelDir, training, adapter: opts.adapter }, null, 2)}\n`,
-    );
     const result = await train({
       program,
       train: data.train,
@@ -135,6 +130,11 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       ...(opts.handleSignals !== undefined ? { handleSignals: opts.handleSignals } : {}),
       ...(opts.stopSignal ? { stopSignal: opts.stopSignal } : {}),
       ...(opts.checkpointHooks ? { checkpointHooks: opts.checkpointHooks } : {}),
+      onReady: () =>
+        writeFileAtomic(
+          join(opts.outputDir, 'train-config.json'),
+          `${JSON.stringify({ model: opts.modelDir, training, adapter: opts.adapter }, null, 2)}\n`,
+        ),
     });
     let adapterDir: string | null = null;
     if (result.stoppedBy !== 'signal') {

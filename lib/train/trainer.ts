@@ -78,6 +78,11 @@ export interface TrainerOptions {
   /** Programmatic stop: behaves like SIGTERM. */
   stopSignal?: AbortSignal;
   checkpointHooks?: CheckpointHooks;
+  /**
+   * Called once the run directory has been checked (fingerprint, resume mode) and before anything in it is
+   * written: the place for a caller to write its own files, so a refused run leaves the directory untouched.
+   */
+  onReady?: (info: { resumedFrom: number | null }) => Promise<void>;
 }
 
 export type StopReason = 'completed' | 'early-stopping' | 'signal';
@@ -262,6 +267,10 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   if (resume === true && complete.length === 0) {
     throw new UserError(`--resume: no complete checkpoint in ${store.dir}; start without --resume`);
   }
+
+  await opts.onReady?.({
+    resumedFrom: complete.length > 0 && resume !== false ? complete.at(-1)!.step : null,
+  });
 
   const params = initialParams(specs);
   const optimizer = new AdamW(

@@ -98,6 +98,10 @@ describe('moka train', () => {
     expect(r.stderr).toMatch(/^moka: error: .*step-4 belongs to a different run/);
     expect(r.stderr).toMatch(/extra\.adapter\.type: "lora" in the checkpoint, "moka" now/);
     expect(readdirSync(join(out, 'checkpoints'))).toEqual(before);
+    const written = JSON.parse(readFileSync(join(out, 'train-config.json'), 'utf8')) as {
+      adapter: { type: string };
+    };
+    expect(written.adapter.type).toBe('lora');
     const again = moka([
       'train',
       '--model',
