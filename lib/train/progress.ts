@@ -51,46 +51,58 @@ export function createProgress(
   const bar = new cliProgress.SingleBar(
     {
       format:
-        'train |{bar}| {value}/{total} steps | loss {loss} | eval {evalLoss} | lr {lr} | {tps} tok/s | ETA {eta_formatted}',
+        'train |{bar}| {value}/{total} steps | loss {loss} | eval {evalLoss} | lr {lr} | {tps} tok/s | ETA {etaText}',
       stream,
       hideCursor: true,
-      // The bar's own ETA averages the last steps; a run resumed at step k must not count k steps as instant.
-      etaBuffer: 20,
     },
     cliProgress.Presets.shades_classic,
   );
   let started = false;
+  let stopped = false;
   let lastEval: number | undefined;
-  const payload = (r?: StepReport) => ({
-    loss: fmt(r?.loss),
+  let last: StepReport | undefined;
+  // Our own ETA (seconds per step of this process × steps left): the bar's would restart with every event line
+  // and count the steps of a resumed run's earlier part as instant.
+  const payload = () => ({
+    loss: fmt(last?.loss),
     evalLoss: fmt(lastEval),
-    lr: r ? r.lr.toExponential(2) : '-',
-    tps: r ? Math.round(r.tokensPerSec) : '-',
+    lr: last ? last.lr.toExponential(2) : '-',
+    tps: last ? Math.round(last.tokensPerSec) : '-',
+    etaText: last ? formatDuration(last.etaSec) : '-',
   });
-  const ensureStarted = () => {
-    if (started) return;
-    started = true;
-    bar.start(opts.totalSteps, opts.startStep, payload());
-  };
   return {
-    event(_name, _fields, text) {
-      // Text above the bar: stop it, print, restart at the same value.
-      if (started) {
-        const value = bar.getProgress() * opts.totalSteps;
-        bar.stop();
+    event(name, _fields, text) {
+      if (!started || stopped) {
         stream.write(`${text}\n`);
-        bar.start(opts.totalSteps, Math.round(value), payload());
-      } else {
-        stream.write(`${text}\n`);
+        return;
       }
+      // Text above the bar: stop it, print, and draw it again where it was (not after the final event).
+      bar.stop();
+      stream.write(`${text}\n`);
+      if (name === 'train.end') stopped = true;
+      else bar.start(opts.totalSteps, last?.step ?? opts.startStep, payload());
     },
     step(r) {
-      ensureStarted();
+      last = r;
       if (r.evalLoss !== undefined) lastEval = r.evalLoss;
-      bar.update(r.step, payload(r));
+      if (!started) {
+        started = true;
+        bar.start(opts.totalSteps, opts.startStep, payload());
+      }
+      bar.update(r.step, payload());
     },
     close() {
-      if (started) bar.stop();
+      if (started && !stopped) bar.stop();
+      stopped = true;
     },
   };
+}
+
+/** 75 → "1m15s", 3725 → "1h02m". */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '-';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
