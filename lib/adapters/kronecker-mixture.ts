@@ -14,6 +14,15 @@
  * already in the row-major order of y: no transposes of activations except the cheap block swap. Gradients
  * come from the engine's autodiff, whose matmul VJP folds the token axis into the contraction for A_cat's
  * gradient (one GEMM, no per-token intermediates).
+ *
+ * That "per-token" layout runs one small GEMM per token for the second product, which is efficient only when
+ * that GEMM has real work (m_a·K·n_a·m_b ≥ 64³ MACs). Small components use the "flat" layout instead, where
+ * both products are single 2-D GEMMs over all tokens at the cost of two activation transposes:
+ *
+ *   Z  = X₂ · B_catᵀ                                                                  → [T, n_a, K, m_b]
+ *   Z₂ = Z transposed to [T, m_b, K, n_a], as [T·m_b, K·n_a]
+ *   Y₂ = Z₂ · A_catᵀ                                                                   → [T, m_b, m_a]
+ *   y  = Y₂ transposed to [T, m_a, m_b]
  */
 import {
   GraphError,
@@ -27,7 +36,7 @@ import {
   transpose,
   type Tensor,
 } from '../engine/index.ts';
-import { divDims, mulDims, numel } from '../engine/shape.ts';
+import { divDims, mulDims, numel, type Dim } from '../engine/shape.ts';
 
 import type { KroneckerShape } from './kronecker-shapes.ts';
 
@@ -60,6 +69,31 @@ function checkGroup(g: KroneckerGroup, m: number, n: number, index: number): voi
   }
 }
 
+/** Which GEMM layout a shape group uses (see the file comment); 'auto' picks by shape. */
+export type KroneckerLayout = 'auto' | 'per-token' | 'flat-b' | 'flat-a';
+
+/** Per-token GEMMs below this many MACs are dominated by per-call overhead: use a flat layout. */
+const PER_TOKEN_MIN_MACS = 64 ** 3;
+
+/**
+ * The layout for a group of K components of `shape`. The order of the two products decides the work and the
+ * size of the intermediate: B first costs n_a·m_b·(n_b + m_a) MACs per token with an n_a·m_b intermediate,
+ * A first m_a·n_b·(n_a + m_b) with an m_a·n_b one (e.g. 4x64 ⊗ 64x4: 32k vs 2k MACs). Take the cheaper
+ * order; B first runs per token when those GEMMs have real work.
+ */
+export function chooseLayout(
+  shape: KroneckerShape,
+  k: number,
+  layout: KroneckerLayout,
+): Exclude<KroneckerLayout, 'auto'> {
+  if (layout !== 'auto') return layout;
+  const [ma, na, mb, nb] = shape;
+  const bFirst = na * mb * (nb + ma);
+  const aFirst = ma * nb * (na + mb);
+  if (aFirst < bFirst) return 'flat-a';
+  return ma * k * na * mb >= PER_TOKEN_MIN_MACS ? 'per-token' : 'flat-b';
+}
+
 /**
  * Σ_i α_i · x·(A_i ⊗ B_i)ᵀ for x [..., n] → [..., m]. `alpha` [r] holds the mixture weights of all r
  * components in group order (softmax of the gate logits for MoKA; ones for a plain sum).
@@ -69,6 +103,7 @@ export function kroneckerMixture(
   groups: readonly KroneckerGroup[],
   alpha: Tensor,
   m: number,
+  opts: { layout?: KroneckerLayout } = {},
 ): Tensor {
   if (groups.length === 0) throw new GraphError('kroneckerMixture: no components');
   const n = x.shape[x.rank - 1];
@@ -79,22 +114,46 @@ export function kroneckerMixture(
   let sum: Tensor | null = null;
   groups.forEach((g, index) => {
     checkGroup(g, m, n, index);
-    const [ma, na, mb, nb] = g.shape;
     const k = groupSize(g);
     const alphaG = reshape(slice(alpha, 0, offset, offset + k), [k, 1, 1]);
     offset += k;
-    // A_cat[p, (k,i)] = α_k A_k[p, i]
-    const aCat = reshape(transpose(mul(g.a, alphaG), [1, 0, 2]), [ma, k * na]);
-    const bCat = reshape(g.b, [k * mb, nb]);
-    const z = matmul(reshape(x, [mulDims(tokens, na), nb]), bCat, { transB: true });
-    const zs = k === 1 ? z : transpose(reshape(z, [tokens, na, k, mb]), [0, 2, 1, 3]);
-    const y = reshape(matmul(aCat, reshape(zs, [tokens, k * na, mb])), [...lead, m]);
+    const y = reshape(groupUpdate(x, g, alphaG, tokens, chooseLayout(g.shape, k, opts.layout ?? 'auto')), [
+      ...lead,
+      m,
+    ]);
     sum = sum ? add(sum, y) : y;
   });
   if (offset !== alpha.shape[0]) {
     throw new GraphError(`kroneckerMixture: ${alpha.shape[0]} mixture weights for ${offset} components`);
   }
   return sum!;
+}
+
+/** One shape group's update as [T·m_a, m_b] (or any view of [T, m]), in the given layout. */
+function groupUpdate(x: Tensor, g: KroneckerGroup, alphaG: Tensor, tokens: Dim, layout: string): Tensor {
+  const [ma, na, mb, nb] = g.shape;
+  const k = groupSize(g);
+  if (layout === 'flat-a') {
+    // A first: W = A_stack · X' with X' = x as [n_a, T·n_b]; then B contracts (k, j), α folded into B.
+    const xt = reshape(transpose(reshape(x, [tokens, na, nb]), [1, 0, 2]), [na, mulDims(tokens, nb)]);
+    const w = matmul(reshape(g.a, [k * ma, na]), xt); // [K·m_a, T·n_b]
+    const w2 = reshape(transpose(reshape(w, [k, ma, tokens, nb]), [2, 1, 0, 3]), [
+      mulDims(tokens, ma),
+      k * nb,
+    ]);
+    const bCat = reshape(transpose(mul(g.b, alphaG), [1, 0, 2]), [mb, k * nb]); // [q, (k,j)] = α_k B_k[q, j]
+    return matmul(w2, bCat, { transB: true }); // [T·m_a, m_b]
+  }
+  // B first: Z = X₂ · B_catᵀ, then A contracts (k, i), α folded into A: A_cat[p, (k,i)] = α_k A_k[p, i].
+  const aCat = reshape(transpose(mul(g.a, alphaG), [1, 0, 2]), [ma, k * na]);
+  const z = matmul(reshape(x, [mulDims(tokens, na), nb]), reshape(g.b, [k * mb, nb]), { transB: true });
+  if (layout === 'per-token') {
+    const zs = k === 1 ? z : transpose(reshape(z, [tokens, na, k, mb]), [0, 2, 1, 3]);
+    return matmul(aCat, reshape(zs, [tokens, k * na, mb])); // [T, m_a, m_b]
+  }
+  const zt = reshape(transpose(reshape(z, [tokens, na, k, mb]), [2, 1, 0, 3]), [k * na, mulDims(tokens, mb)]);
+  const yt = matmul(aCat, zt); // [m_a, T·m_b]
+  return transpose(reshape(yt, [ma, tokens, mb]), [1, 0, 2]); // [T, m_a, m_b]
 }
 
 /** MoKA gate: α = softmax(logits) over all components of a layer. */

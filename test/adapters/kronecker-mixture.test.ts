@@ -96,32 +96,38 @@ describe('fused Kronecker mixture (MoKA update)', () => {
   const v = randomFactors(rand);
   const x = randomNormal(2 * 5 * N, rand); // [batch 2, seq 5, N]
 
-  it('equals x·(Σ softmax(g)_i kron(A_i, B_i))ᵀ computed explicitly (float32, rel < 1e-5)', async () => {
-    const g = new Graph('moka-forward');
-    const groups = factorInputs(g, 'float32');
-    const gate = g.input('g', 'float32', [R_COMPONENTS]);
-    const xt = g.input('x', 'float32', ['batch', 'seq', N]);
-    const y = kroneckerMixture(xt, groups, mokaGate(gate), M);
-    expect(y.shape).toEqual(['batch', 'seq', M]);
-    const s = new Session(g, { inputs: [xt, gate, ...groups.flatMap((gr) => [gr.a, gr.b])], outputs: { y } });
-    const feeds: Record<string, Float32Array | { data: Float32Array; dims: number[] }> = {};
-    for (const [k, val] of Object.entries(v)) feeds[k] = Float32Array.from(val);
-    feeds.x = { data: Float32Array.from(x), dims: [2, 5, N] };
-    const out = (await s.run(feeds)).y!.data as Float32Array;
-    await s.release();
+  it.each(['per-token', 'flat-b', 'flat-a'] as const)(
+    'equals x·(Σ softmax(g)_i kron(A_i, B_i))ᵀ computed explicitly, %s layout (float32, rel < 1e-5)',
+    async (layout) => {
+      const g = new Graph('moka-forward');
+      const groups = factorInputs(g, 'float32');
+      const gate = g.input('g', 'float32', [R_COMPONENTS]);
+      const xt = g.input('x', 'float32', ['batch', 'seq', N]);
+      const y = kroneckerMixture(xt, groups, mokaGate(gate), M, { layout });
+      expect(y.shape).toEqual(['batch', 'seq', M]);
+      const s = new Session(g, {
+        inputs: [xt, gate, ...groups.flatMap((gr) => [gr.a, gr.b])],
+        outputs: { y },
+      });
+      const feeds: Record<string, Float32Array | { data: Float32Array; dims: number[] }> = {};
+      for (const [k, val] of Object.entries(v)) feeds[k] = Float32Array.from(val);
+      feeds.x = { data: Float32Array.from(x), dims: [2, 5, N] };
+      const out = (await s.run(feeds)).y!.data as Float32Array;
+      await s.release();
 
-    const delta = explicitDelta(v);
-    let maxErr = 0;
-    let maxRef = 0;
-    for (let t = 0; t < 10; t++)
-      for (let p = 0; p < M; p++) {
-        let ref = 0;
-        for (let j = 0; j < N; j++) ref += x[t * N + j]! * delta[p * N + j]!;
-        maxErr = Math.max(maxErr, Math.abs(ref - out[t * M + p]!));
-        maxRef = Math.max(maxRef, Math.abs(ref));
-      }
-    expect(maxErr / maxRef).toBeLessThan(1e-5);
-  });
+      const delta = explicitDelta(v);
+      let maxErr = 0;
+      let maxRef = 0;
+      for (let t = 0; t < 10; t++)
+        for (let p = 0; p < M; p++) {
+          let ref = 0;
+          for (let j = 0; j < N; j++) ref += x[t * N + j]! * delta[p * N + j]!;
+          maxErr = Math.max(maxErr, Math.abs(ref - out[t * M + p]!));
+          maxRef = Math.max(maxRef, Math.abs(ref));
+        }
+      expect(maxErr / maxRef).toBeLessThan(1e-5);
+    },
+  );
 
   it('materialised ΔW equals the explicit Σ softmax(g)_i kron(A_i, B_i) (float64, rel < 1e-12)', async () => {
     const g = new Graph('moka-delta');
@@ -137,22 +143,25 @@ describe('fused Kronecker mixture (MoKA update)', () => {
     expect(err / Math.max(...ref.map(Math.abs))).toBeLessThan(1e-12);
   });
 
-  it('gradients with respect to x, every factor and the gate logits pass finite differences (rel < 1e-6)', async () => {
-    const inputs = [
-      { name: 'x', shape: [3, N] },
-      { name: 'g', shape: [R_COMPONENTS] },
-      ...SHAPE_GROUPS.flatMap(({ shape: [ma, na, mb, nb], count }, i) => [
-        { name: `a${i}`, shape: [count, ma, na] },
-        { name: `b${i}`, shape: [count, mb, nb] },
-      ]),
-    ];
-    const res = await gradCheck((t) => {
-      const groups = SHAPE_GROUPS.map(({ shape }, i) => ({ shape, a: t[`a${i}`]!, b: t[`b${i}`]! }));
-      return kroneckerMixture(t.x!, groups, mokaGate(t.g!), M);
-    }, inputs);
-    expect(Object.keys(res.relativeError)).toHaveLength(inputs.length);
-    expect(res.maxRelativeError).toBeLessThan(1e-6);
-  });
+  it.each(['per-token', 'flat-b', 'flat-a'] as const)(
+    'gradients with respect to x, every factor and the gate logits pass finite differences, %s layout (rel < 1e-6)',
+    async (layout) => {
+      const inputs = [
+        { name: 'x', shape: [3, N] },
+        { name: 'g', shape: [R_COMPONENTS] },
+        ...SHAPE_GROUPS.flatMap(({ shape: [ma, na, mb, nb], count }, i) => [
+          { name: `a${i}`, shape: [count, ma, na] },
+          { name: `b${i}`, shape: [count, mb, nb] },
+        ]),
+      ];
+      const res = await gradCheck((t) => {
+        const groups = SHAPE_GROUPS.map(({ shape }, i) => ({ shape, a: t[`a${i}`]!, b: t[`b${i}`]! }));
+        return kroneckerMixture(t.x!, groups, mokaGate(t.g!), M, { layout });
+      }, inputs);
+      expect(Object.keys(res.relativeError)).toHaveLength(inputs.length);
+      expect(res.maxRelativeError).toBeLessThan(1e-6);
+    },
+  );
 
   it('rejects component shapes that do not tile the layer, naming the group', () => {
     const g = new Graph('bad');
