@@ -9,9 +9,10 @@ import { engineSuite } from './engine.bench.ts';
 import { adaptersSuite } from './adapters.bench.ts';
 import { modelSuite } from './model.bench.ts';
 import { trainSuite } from './train.bench.ts';
+import { quantSuite } from './quant.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
 
-const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, trainSuite];
+const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, quantSuite, trainSuite];
 const RESULTS = new URL('./results.json', import.meta.url);
 
 async function main() {

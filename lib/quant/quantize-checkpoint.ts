@@ -8,7 +8,8 @@
  * config.json, the tokenizer and licence files copied, and `quantize-summary.json` with the reconstruction error
  * of every quantized weight and the throughput.
  *
- * Memory: one full-precision tensor at a time. Pass 1 reads, quantizes and measures each projection and appends
+ * Memory: one block of rows of one tensor at a time (streaming-quantize.ts). Pass 1 reads, quantizes and
+ * measures each projection and appends
  * its (4× smaller) tensors to a spool file; pass 2 writes the safetensors shards, whose headers need every
  * tensor's size up front, copying kept tensors from the source one at a time and quantized ones from the spool.
  * Output is atomic (atomic-output-dir.ts): everything is written to `<out>.tmp-<pid>` and renamed at the end.
@@ -31,19 +32,13 @@ import { decodeFloat32, isFloatDtype, type SafetensorsDtype } from '../model/dty
 import { SafetensorsWriter, type TensorSpec } from '../model/safetensors.ts';
 import { beginAtomicOutputDir, type AtomicOutputDir } from './atomic-output-dir.ts';
 import { bnbQuantizationConfig, nf4ToTensors } from './bnb-serialization.ts';
-import { INT4_BLOCK_SIZES, INT4_DEFAULT_BLOCK_SIZE, checkInt4BlockSize, quantizeInt4 } from './int4.ts';
+import { INT4_BLOCK_SIZES, INT4_DEFAULT_BLOCK_SIZE, checkInt4BlockSize } from './int4.ts';
 import { int4QuantizationConfig, int4ToTensors } from './int4-serialization.ts';
-import {
-  BNB_BLOCK_SIZES,
-  NF4_DEFAULT_BLOCK_SIZE,
-  checkNf4BlockSize,
-  quantizeNf4,
-  type SourceDtype,
-} from './nf4.ts';
+import { BNB_BLOCK_SIZES, NF4_DEFAULT_BLOCK_SIZE, checkNf4BlockSize, type SourceDtype } from './nf4.ts';
 import type { QuantTensor } from './quant-tensor.ts';
 import { quantFormatOf } from './quantized-checkpoint.ts';
-import type { QuantFormat, QuantizedWeight } from './quantized-weight.ts';
-import { reconstructionError } from './reconstruction-error.ts';
+import type { QuantFormat } from './quantized-weight.ts';
+import { quantizeStreaming } from './streaming-quantize.ts';
 import { copySidecarFiles } from './sidecar-files.ts';
 
 export const SUMMARY_FILE = 'quantize-summary.json';
@@ -310,7 +305,7 @@ export async function quantizeCheckpoint(opts: QuantizeCheckpointOptions): Promi
     const quantizeBytesTotal = [...toQuantize].reduce((a, n) => a + ckpt.info(n).byteLength, 0);
     const tensorHashes: string[] = [];
 
-    // Pass 1: quantize each projection, one full-precision tensor in memory at a time.
+    // Pass 1: quantize each projection, a block of rows in memory at a time.
     const t1 = performance.now();
     spool = await open(join(out.tmpDir, SPOOL_FILE), 'w+');
     let spoolBytes = 0;
@@ -321,34 +316,43 @@ export async function quantizeCheckpoint(opts: QuantizeCheckpointOptions): Promi
     for (const name of names) {
       if (!toQuantize.has(name)) continue;
       const info = ckpt.info(name);
-      const raw = await ckpt.readRaw(name);
-      tensorHashes.push(`${name}\t${createHash('sha256').update(raw).digest('hex')}`);
-      const values = decodeFloat32(info.dtype, raw);
       const dtype = sourceDtypeOf(info.dtype);
-      let weight: QuantizedWeight;
-      try {
-        weight =
-          options.format === 'nf4'
-            ? quantizeNf4(values, info.shape, {
-                blockSize: options.blockSize,
-                doubleQuant: options.doubleQuant,
-                dtype,
-              })
-            : quantizeInt4(values, info.shape, {
-                blockSize: options.blockSize,
-                symmetric: options.symmetric,
-                dtype,
-              });
-      } catch (err) {
-        if (err instanceof RangeError && /not finite|is (NaN|-?Infinity)/.test(err.message)) {
-          throw new UserError(
-            `${modelDir}: tensor "${name}" holds a non-finite weight (${err.message}); the checkpoint is corrupt ` +
-              'or comes from a diverged run, and cannot be quantized',
-          );
+      // Rows are read and quantized a block at a time (streaming-quantize.ts); the content hash follows along.
+      const hash = createHash('sha256');
+      let hashed = 0;
+      const readRows = async (r0: number, r1: number) => {
+        const raw = await ckpt.readRows(name, r0, r1);
+        if (r0 === hashed) {
+          hash.update(raw);
+          hashed = r1;
         }
-        throw err;
-      }
-      const error = reconstructionError(values, weight);
+        const values = decodeFloat32(info.dtype, raw);
+        for (let i = 0; i < values.length; i++) {
+          if (!Number.isFinite(values[i]!)) {
+            throw new UserError(
+              `${modelDir}: tensor "${name}" holds a non-finite weight (${values[i]} at row ${r0 + Math.floor(i / info.shape[1]!)}); ` +
+                'the checkpoint is corrupt or comes from a diverged run, and cannot be quantized',
+            );
+          }
+        }
+        return values;
+      };
+      const shape2 = info.shape as [number, number];
+      const { weight, error } =
+        options.format === 'nf4'
+          ? await quantizeStreaming(readRows, shape2, {
+              format: 'nf4',
+              blockSize: options.blockSize,
+              doubleQuant: options.doubleQuant,
+              dtype,
+            })
+          : await quantizeStreaming(readRows, shape2, {
+              format: 'int4',
+              blockSize: options.blockSize,
+              symmetric: options.symmetric,
+              dtype,
+            });
+      tensorHashes.push(`${name}\t${hash.digest('hex')}`);
       const tensors: QuantTensor[] =
         weight.format === 'nf4' ? nf4ToTensors(name, weight) : int4ToTensors(name, weight);
       const group: OutputGroup = [];
