@@ -24,7 +24,9 @@ import { writeTinyCheckpoint } from '../lib/model/tiny-checkpoint.ts';
 import { createLlamaStepProgram } from '../lib/train/llama-step-program.ts';
 import { medianMs, randomFloat32 } from './harness.ts';
 
-const gpu = (process.argv.includes('--provider') ? process.argv[process.argv.indexOf('--provider') + 1] : 'webgpu') as ProviderName;
+const gpu = (
+  process.argv.includes('--provider') ? process.argv[process.argv.indexOf('--provider') + 1] : 'webgpu'
+) as ProviderName;
 const report: Record<string, unknown> = { gpuProvider: gpu, backends: ort.listSupportedBackends() };
 
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -37,7 +39,11 @@ function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return den === 0 ? num : num / den;
 }
 
-async function compare(name: string, build: () => { session: (p: ProviderName) => Session; feeds: Record<string, Float32Array> }, runs = 5) {
+async function compare(
+  name: string,
+  build: () => { session: (p: ProviderName) => Session; feeds: Record<string, Float32Array> },
+  runs = 5,
+) {
   const { session, feeds } = build();
   const out: Record<string, unknown> = {};
   const results: Record<string, Record<string, ort.Tensor>> = {};
@@ -55,7 +61,9 @@ async function compare(name: string, build: () => { session: (p: ProviderName) =
   }
   if (results.cpu && results[gpu]) {
     out.maxRelErr = Math.max(
-      ...Object.keys(results.cpu).map((k) => relErr(results[gpu]![k]!.data as Float32Array, results.cpu![k]!.data as Float32Array)),
+      ...Object.keys(results.cpu).map((k) =>
+        relErr(results[gpu]![k]!.data as Float32Array, results.cpu![k]!.data as Float32Array),
+      ),
     );
   }
   report[name] = out;
@@ -103,21 +111,46 @@ function bigMatmul() {
 async function trainingStep() {
   const dir = mkdtempSync(join(tmpdir(), 'moka-gpu-'));
   try {
-    await writeTinyCheckpoint({ dir, seed: 1, hiddenSize: 256, intermediateSize: 688, numLayers: 4, numHeads: 8, numKvHeads: 4 });
+    await writeTinyCheckpoint({
+      dir,
+      seed: 1,
+      hiddenSize: 256,
+      intermediateSize: 688,
+      numLayers: 4,
+      numHeads: 8,
+      numKvHeads: 4,
+    });
     const ckpt = await openCheckpoint(dir);
     const weights = await loadModelWeights(ckpt);
     const [batch, seq] = [4, 256];
     const ids = BigInt64Array.from({ length: batch * seq }, (_, i) => BigInt((i * 7919) % 500));
     const labels = BigInt64Array.from({ length: batch * seq }, (_, i) => BigInt((i * 104729 + 3) % 500));
-    const tokenBatch = { inputIds: ids, labels, attentionMask: new Uint8Array(batch * seq).fill(1), batchSize: batch, seqLen: seq };
+    const tokenBatch = {
+      inputIds: ids,
+      labels,
+      attentionMask: new Uint8Array(batch * seq).fill(1),
+      batchSize: batch,
+      seqLen: seq,
+    };
     for (const type of ['moka', 'lora'] as const) {
       const out: Record<string, unknown> = {};
       const results: Record<string, { lossSum: number; grads: Map<string, Float32Array> }> = {};
       for (const p of ['cpu', gpu] as ProviderName[]) {
-        const runtime = createAdapterRuntime(ckpt.config, parseAdapterConfig({ type, targetModules: 'all-linear' }), { seed: 1 });
+        const runtime = createAdapterRuntime(
+          ckpt.config,
+          parseAdapterConfig({ type, targetModules: 'all-linear' }),
+          { seed: 1 },
+        );
         // Non-zero adapter values so every gradient path carries signal.
-        const params = new Map(runtime.tensors.map((t) => [t.name, randomFloat32(t.init.length, 9).map((v) => v * 0.02)]));
-        const program = createLlamaStepProgram({ config: ckpt.config, weights, adapter: runtime, provider: p });
+        const params = new Map(
+          runtime.tensors.map((t) => [t.name, randomFloat32(t.init.length, 9).map((v) => v * 0.02)]),
+        );
+        const program = createLlamaStepProgram({
+          config: ckpt.config,
+          weights,
+          adapter: runtime,
+          provider: p,
+        });
         try {
           results[p] = await program.lossAndGrads(tokenBatch, params);
           out[`${p}Ms`] = await medianMs(() => program.lossAndGrads(tokenBatch, params), 5, 1);
@@ -128,8 +161,11 @@ async function trainingStep() {
         }
       }
       if (results.cpu && results[gpu]) {
-        out.lossRelErr = Math.abs(results.cpu.lossSum - results[gpu]!.lossSum) / Math.abs(results.cpu.lossSum);
-        out.maxGradRelErr = Math.max(...[...results.cpu.grads].map(([k, v]) => relErr(results[gpu]!.grads.get(k)!, v)));
+        out.lossRelErr =
+          Math.abs(results.cpu.lossSum - results[gpu]!.lossSum) / Math.abs(results.cpu.lossSum);
+        out.maxGradRelErr = Math.max(
+          ...[...results.cpu.grads].map(([k, v]) => relErr(results[gpu]!.grads.get(k)!, v)),
+        );
       }
       report[`train_step_${type}_4x256`] = out;
       process.stderr.write(`train ${type}: ${JSON.stringify(out)}\n`);

@@ -165,14 +165,24 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
     });
   }
 
+  // An output computed by a node is written under its requested name directly; an Identity (a full copy in
+  // ORT) is only needed for outputs that are graph inputs or weights, or a tensor requested twice.
+  const renamed = new Set<number>();
+  for (const [name, t] of outputs) {
+    if (t.producer && !renamed.has(t.id)) {
+      ctx.nameAs(t, name);
+      renamed.add(t.id);
+    }
+  }
   const sorted = [...liveNodes.values()].sort((a, b) => a.id - b.id);
   for (const n of sorted) {
     ctx.currentOp = `${n.op.type}#${n.id}`;
     n.op.emit(ctx, n);
   }
 
-  // Outputs take the requested names (an Identity renames; it also covers outputs that are inputs).
-  for (const [name, t] of outputs) ctx.node('Identity', [ctx.name(t)], [name]);
+  for (const [name, t] of outputs) {
+    if (ctx.name(t) !== name) ctx.node('Identity', [ctx.name(t)], [name]);
+  }
 
   const model = onnx.ModelProto.create({
     irVersion: IR_VERSION,
