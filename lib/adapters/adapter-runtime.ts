@@ -14,6 +14,7 @@ import {
   matmul,
   mul,
   div,
+  dropoutMask,
   add,
   reduceSum,
   reshape,
@@ -28,6 +29,7 @@ import {
 import type { LlamaConfig, ProjectionName } from '../model/config.ts';
 import { adapterScale, type AdapterConfig } from './adapter-config.ts';
 import { kaimingUniform, smallNormal } from './init.ts';
+import { fnv1a } from '../model/seeded-random.ts';
 import { kroneckerMixture, type KroneckerGroup } from './kronecker-mixture.ts';
 import type { KroneckerShape } from './kronecker-shapes.ts';
 import { projectionModuleName } from './targets.ts';
@@ -96,12 +98,6 @@ export class AdapterRuntime {
     readonly config: AdapterConfig,
     private readonly options: AdapterRuntimeOptions = {},
   ) {
-    if (config.dropout > 0) {
-      throw new UserError(
-        `adapter dropout ${config.dropout} is not supported yet: set "dropout": 0 (moka regularises with ` +
-          'weight decay and early stopping instead)',
-      );
-    }
     if (config.type === 'krona' && config.decomposeBoth) {
       throw new UserError('krona: "decomposeBoth" is not supported in training graphs yet; remove it');
     }
@@ -238,7 +234,11 @@ export class AdapterRuntime {
    * Binds the adapter to a graph: its tensors become graph inputs (created on first use) and `wrap` is the
    * projection hook for the model builder. `inputs()` lists the inputs created, in `tensors` order.
    */
-  bind(graph: Graph, dtype: 'float32' | 'float64' = 'float32'): BoundAdapter {
+  bind(
+    graph: Graph,
+    dtype: 'float32' | 'float64' = 'float32',
+    opts: { dropoutSeed?: Tensor } = {},
+  ): BoundAdapter {
     const inputs = new Map<string, Tensor>();
     const input = (name: string): Tensor => {
       let t = inputs.get(name);
@@ -251,7 +251,7 @@ export class AdapterRuntime {
       return t;
     };
     const wrap = (site: ProjectionSite, x: Tensor, base: BaseProjection): Tensor =>
-      this.project(projectionModuleName(site.layer, site.proj), x, base, input);
+      this.project(projectionModuleName(site.layer, site.proj), x, base, input, opts.dropoutSeed);
     return {
       wrap,
       inputs: () => this.tensors.filter((s) => inputs.has(s.name)).map((s) => inputs.get(s.name)!),
@@ -261,16 +261,29 @@ export class AdapterRuntime {
   /**
    * y = base(x) + update for the projection `module` (just base(x) when it is not adapted), reading the
    * adapter's tensors through `tensor(name)`. `bind` supplies graph inputs; tests may supply their own.
+   * With a `dropoutSeed` (training) and `dropout` > 0 in the config, the adapter branch sees dropout(x), as in
+   * PEFT; the base projection and the gate see x. The mask is drawn in the graph from the seed and the module
+   * name, so each projection has its own mask and a given seed always gives the same masks.
    */
-  project(module: string, x: Tensor, base: BaseProjection, tensor: (name: string) => Tensor): Tensor {
+  project(
+    module: string,
+    x: Tensor,
+    base: BaseProjection,
+    tensor: (name: string) => Tensor,
+    dropoutSeed?: Tensor,
+  ): Tensor {
     const layout = this.targets.get(module);
     if (!layout) return base(x);
-    return this.apply(layout, x, base, (suffix) => tensor(`${module}.${suffix}`));
+    const p = this.config.dropout;
+    const xa = dropoutSeed && p > 0 ? mul(x, dropoutMask(x, dropoutSeed, p, fnv1a(module))) : x;
+    return this.apply(layout, x, xa, base, (suffix) => tensor(`${module}.${suffix}`));
   }
 
+  /** x feeds the base projection and the gate; xa (x after dropout, when training with it) the update. */
   private apply(
     layout: TargetLayout,
     x: Tensor,
+    xa: Tensor,
     base: BaseProjection,
     t: (suffix: string) => Tensor,
   ): Tensor {
@@ -305,7 +318,7 @@ export class AdapterRuntime {
                 a: reshape(slice(a, 0, k, k + 1), [1, ma, na]),
                 b: reshape(slice(b, 0, k, k + 1), [1, mb, nb]),
               };
-              const y = mul(kroneckerMixture(x, [comp], one, p.out), slice(alpha, -1, c, c + 1));
+              const y = mul(kroneckerMixture(xa, [comp], one, p.out), slice(alpha, -1, c, c + 1));
               sum = sum ? add(sum, y) : y;
               c++;
             });
@@ -321,7 +334,7 @@ export class AdapterRuntime {
           a: t(`moka_A.g${gi}`),
           b: t(`moka_B.g${gi}`),
         }));
-        return add(base(x), scaled(kroneckerMixture(x, stacked, alphaInGroupOrder, p.out)));
+        return add(base(x), scaled(kroneckerMixture(xa, stacked, alphaInGroupOrder, p.out)));
       }
       case 'mokas': {
         const r = p.components.length;
@@ -332,7 +345,7 @@ export class AdapterRuntime {
         let sum: Tensor | null = null;
         p.components.forEach((c, i) => {
           if (c.kind !== 'block-diagonal') throw new Error('internal');
-          const y = blockDiagonal(x, t(`mokas_B.${i}`), c.blocks, p.out);
+          const y = blockDiagonal(xa, t(`mokas_B.${i}`), c.blocks, p.out);
           const w = cfg.gate === 'token' && r > 1 ? slice(alpha, -1, i, i + 1) : slice(alpha, 0, i, i + 1);
           const term = mul(y, w);
           sum = sum ? add(sum, term) : term;
@@ -350,10 +363,10 @@ export class AdapterRuntime {
           a: reshape(t('lokr_w1'), [1, ...w1]),
           b: reshape(w2t, [1, ...w2]),
         };
-        return add(base(x), scaled(kroneckerMixture(x, [group], one, p.out)));
+        return add(base(x), scaled(kroneckerMixture(xa, [group], one, p.out)));
       }
       case 'lora':
-        return add(base(x), scaled(linear(linear(x, t('lora_A')), t('lora_B'))));
+        return add(base(x), scaled(linear(linear(xa, t('lora_A')), t('lora_B'))));
       case 'dora': {
         // y = c ⊙ (x W0ᵀ + s·x Aᵀ Bᵀ), c = m / ‖W0 + sBA‖_row with the norm detached (DoRA §4.3).
         // ‖W0 + sBA‖²_row = ‖W0‖² + 2s·rowsum(B ⊙ (A W0ᵀ)ᵀ) + s²·rowsum((B·AAᵀ) ⊙ B): no m×n matrix is formed,
@@ -368,7 +381,7 @@ export class AdapterRuntime {
         const exactNorm = sqrt(add(add(n0, mul(cross, 2 * s)), mul(quad, s * s)));
         const norm = cfg.detachNorm ? stopGradient(exactNorm) : exactNorm;
         const c = div(t('lora_magnitude_vector'), norm);
-        return mul(add(base(x), scaled(linear(linear(x, a), b))), c);
+        return mul(add(base(x), scaled(linear(linear(xa, a), b))), c);
       }
     }
   }

@@ -31,4 +31,5 @@ export { matmul, type MatmulOptions } from './ops/matmul.ts';
 export { linear } from './ops/linear.ts';
 export { softmax, logSoftmax, crossEntropy, rmsNorm } from './ops/nn.ts';
 export { rope, ropeTables } from './ops/rope.ts';
+export { dropoutMask, dropoutMaskReference } from './ops/dropout.ts';
 export { attention, type AttentionOptions } from './ops/attention.ts';

@@ -81,21 +81,40 @@ export function gateMetrics(
 
 export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgram {
   const { config, adapter } = opts;
-  const g = new Graph('llama-train');
-  const bound = adapter.bind(g);
-  const llama = buildLlamaGraph(g, config, opts.weights, {
-    hooks: { ...(opts.base ? { base: opts.base } : {}), wrap: bound.wrap },
-  });
-  const labels = g.input('labels', 'int64', ['batch', 'seq']);
-  const loss = crossEntropy(llama.logits(), labels, { reduction: 'sum' });
-  const inputs = bound.inputs();
-  const byName = new Map(inputs.map((t) => [t.name!, t]));
-  const missing = adapter.tensors.filter((t) => !byName.has(t.name));
-  if (missing.length) {
-    throw new UserError(
-      `adapter tensor "${missing[0]!.name}" is not used by the model graph; check targetModules/layersToTransform`,
-    );
-  }
+  // The loss graph. With adapter dropout the training graph takes a per-micro-batch seed and evaluation gets
+  // its own graph without dropout (eval mode); otherwise one graph serves both.
+  const dropout = adapter.config.dropout > 0;
+  const lossGraph = (withDropout: boolean) => {
+    const g = new Graph(withDropout ? 'llama-train' : 'llama-eval');
+    const seed = withDropout ? g.input('dropout_seed', 'int64', []) : undefined;
+    const bound = adapter.bind(g, 'float32', { dropoutSeed: seed });
+    const llama = buildLlamaGraph(g, config, opts.weights, {
+      hooks: { ...(opts.base ? { base: opts.base } : {}), wrap: bound.wrap },
+    });
+    const labels = g.input('labels', 'int64', ['batch', 'seq']);
+    const loss = crossEntropy(llama.logits(), labels, { reduction: 'sum' });
+    const inputs = bound.inputs();
+    const byName = new Map(inputs.map((t) => [t.name!, t]));
+    const missing = adapter.tensors.filter((t) => !byName.has(t.name));
+    if (missing.length) {
+      throw new UserError(
+        `adapter tensor "${missing[0]!.name}" is not used by the model graph; check targetModules/layersToTransform`,
+      );
+    }
+    const wrt = adapter.tensors.map((t) => byName.get(t.name)!);
+    const sessionInputs = [
+      llama.inputs.inputIds,
+      llama.inputs.attentionMask,
+      llama.inputs.ropeCos,
+      llama.inputs.ropeSin,
+      labels,
+      ...(seed ? [seed] : []),
+      ...wrt,
+    ];
+    return { g, loss, wrt, sessionInputs };
+  };
+  const train = lossGraph(dropout);
+  const evaluation = dropout ? lossGraph(false) : train;
   const trainables: TrainableSpec[] = adapter.tensors.map((t) => {
     const init = opts.initialValues?.get(t.name) ?? t.init;
     if (init.length !== t.init.length) {
@@ -105,25 +124,24 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
     }
     return { name: t.name, shape: [...t.shape], init, group: t.group };
   });
-  const wrt = adapter.tensors.map((t) => byName.get(t.name)!);
-  const grads = grad(loss, wrt);
-  const gradOutputs: Record<string, Tensor> = { loss };
-  wrt.forEach((t, i) => (gradOutputs[`grad:${t.name}`] = grads[i]!));
-  const sessionInputs = [
-    llama.inputs.inputIds,
-    llama.inputs.attentionMask,
-    llama.inputs.ropeCos,
-    llama.inputs.ropeSin,
-    labels,
-    ...wrt,
-  ];
+  const grads = grad(train.loss, train.wrt);
+  const gradOutputs: Record<string, Tensor> = { loss: train.loss };
+  train.wrt.forEach((t, i) => (gradOutputs[`grad:${t.name}`] = grads[i]!));
   const sessionOptions = {
     provider: opts.provider ?? 'cpu',
     intraOpThreads: opts.intraOpThreads,
     externalDataTotalBytes: opts.externalDataTotalBytes ?? 256 * 2 ** 20,
   };
-  const trainSession = new Session(g, { inputs: sessionInputs, outputs: gradOutputs }, sessionOptions);
-  const evalSession = new Session(g, { inputs: sessionInputs, outputs: { loss } }, sessionOptions);
+  const trainSession = new Session(
+    train.g,
+    { inputs: train.sessionInputs, outputs: gradOutputs },
+    sessionOptions,
+  );
+  const evalSession = new Session(
+    evaluation.g,
+    { inputs: evaluation.sessionInputs, outputs: { loss: evaluation.loss } },
+    sessionOptions,
+  );
   const invFreq = ropeInverseFrequencies(config);
   const half = config.headDim / 2;
 
@@ -153,7 +171,11 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
     trainables,
     supportsPacking: false,
     async lossAndGrads(batch, params) {
-      const out = await trainSession.run(feeds(batch, params));
+      const f = feeds(batch, params);
+      // A seed per micro-batch (set by the trainer from its position in the data), so resumed runs draw the
+      // same dropout masks.
+      if (dropout) f.dropout_seed = BigInt64Array.of(BigInt(batch.dropoutSeed ?? 0));
+      const out = await trainSession.run(f);
       const result = new Map<string, Float32Array>();
       for (const t of trainables) result.set(t.name, out[`grad:${t.name}`]!.data as Float32Array);
       return {

@@ -48,6 +48,8 @@ export interface TokenBatch {
    * padding). A token may attend only to earlier tokens of the same segment: see `packedAttentionMask`.
    */
   segmentIds?: BigInt64Array;
+  /** Seed of the adapter-dropout masks for this micro-batch (training only; set by the trainer). */
+  dropoutSeed?: number;
 }
 
 export interface StepResult {

@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, isUserError } from '../errors.ts';
+import { fnv1a } from '../model/seeded-random.ts';
 import { AdamW } from './adamw.ts';
 import {
   CHECKPOINT_FORMAT_VERSION,
@@ -501,6 +502,8 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
       let inputTokens = 0;
       for (let k = 0; k < count; k++) {
         const batch = makeBatch(plan[microBatch + k]!, trainSet);
+        // Derived from the run seed and the position in the data, so a resumed run draws the same masks.
+        batch.dropoutSeed = fnv1a(`${config.seed}:${epoch}:${microBatch + k}`);
         const r = await program.lossAndGrads(batch, params);
         checkStepResult(specs, r, `step ${step + 1}`);
         lossSum += r.lossSum;

@@ -4,7 +4,8 @@
  * update is zero at initialisation; gradients pass finite differences.
  */
 import { describe, expect, it } from 'vitest';
-import { Graph, Session, linear, type Tensor } from '../../lib/engine/index.ts';
+import { Graph, Session, dropoutMaskReference, linear, type Tensor } from '../../lib/engine/index.ts';
+import { fnv1a } from '../../lib/model/seeded-random.ts';
 import { gradCheck, randomNormal, seededRandom } from '../../lib/engine/gradcheck.ts';
 import { parseLlamaConfig } from '../../lib/model/config.ts';
 import { parseAdapterConfig, type AdapterConfigInput } from '../../lib/adapters/adapter-config.ts';
@@ -264,9 +265,51 @@ describe('adapter runtime', () => {
     expect(Array.from(a)).not.toEqual(Array.from(c));
   });
 
-  it('refuses adapter dropout with a message that says what to do', () => {
-    expect(() => runtimeFor({ type: 'lora', dropout: 0.1 })).toThrow(
-      /dropout 0.1 is not supported yet: set "dropout": 0/,
-    );
+  it('with dropout, training graphs (given a seed) feed the update x·mask; without a seed there is no dropout', async () => {
+    const rt = runtimeFor({ type: 'lora', targetModules: ['q_proj'], r: 2, dropout: 0.3 });
+    const module = rt.modules[0]!;
+    const values = randomValues(rt);
+    const T = 5;
+    const x = Float32Array.from(randomNormal(T * 16, rand));
+    const run = async (seed: bigint | null) => {
+      const g = new Graph('dropout');
+      const w0 = g.weight('w0', 'float32', [16, 16], baseWeight(module, 16, 16));
+      const xt = g.input('x', 'float32', [T, 16]);
+      const st = g.input('seed', 'int64', []);
+      const inputs = new Map<string, Tensor>();
+      const tensor = (name: string) => {
+        if (!inputs.has(name))
+          inputs.set(name, g.input(name, 'float32', rt.tensors.find((t) => t.name === name)!.shape));
+        return inputs.get(name)!;
+      };
+      const y = rt.project(module, xt, (v) => linear(v, w0), tensor, seed === null ? undefined : st);
+      const s = new Session(g, { inputs: [xt, st, ...inputs.values()], outputs: { y } });
+      const feeds: Record<string, Float32Array | BigInt64Array> = { x, seed: BigInt64Array.of(seed ?? 0n) };
+      for (const name of inputs.keys()) feeds[name] = values.get(name)!;
+      const out = (await s.run(feeds)).y!.data as Float32Array;
+      await s.release();
+      return out;
+    };
+    // Explicit: y = x·W0ᵀ + s·((x ⊙ mask)·Aᵀ)·Bᵀ with the mask of the reference generator.
+    const mask = dropoutMaskReference(T * 16, 77n, 0.3, fnv1a(module));
+    const a = values.get(`${module}.lora_A`)!;
+    const b = values.get(`${module}.lora_B`)!;
+    const w = baseWeight(module, 16, 16);
+    const expected = new Float64Array(T * 16);
+    for (let t = 0; t < T; t++)
+      for (let o = 0; o < 16; o++) {
+        let acc = 0;
+        for (let i = 0; i < 16; i++) acc += x[t * 16 + i]! * w[o * 16 + i]!;
+        let lora = 0;
+        for (let r = 0; r < 2; r++) {
+          let h = 0;
+          for (let i = 0; i < 16; i++) h += x[t * 16 + i]! * mask[t * 16 + i]! * a[r * 16 + i]!;
+          lora += h * b[o * 2 + r]!;
+        }
+        expected[t * 16 + o] = acc + rt.scale * lora;
+      }
+    expect(relErr(await run(77n), expected)).toBeLessThan(1e-5);
+    const clean = mergeWeight(rt, module, w, values);
+    expect(relErr(await run(null), explicitOutput(x, T, clean, 16, 16))).toBeLessThan(1e-5);
   });
 });
