@@ -3,7 +3,19 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'cdk.out/', 'runs/', 'bench/out/', 'coverage/', '.tmp/'] },
+  {
+    ignores: [
+      'node_modules/',
+      'cdk.out/',
+      'runs/',
+      'bench/out/',
+      'coverage/',
+      '.tmp/',
+      '.gpu/',
+      '.gpupack/',
+      '.gl/',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -12,7 +12,7 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { mulberry32 } from '../../lib/model/seeded-random.ts';
+import { mulberry32 } from '../../lib/engine/random.ts';
 
 export interface InstructionRecord {
   instruction: string;

@@ -29,7 +29,7 @@ import {
 import type { LlamaConfig, ProjectionName } from '../model/config.ts';
 import { adapterScale, type AdapterConfig } from './adapter-config.ts';
 import { kaimingUniform, smallNormal } from './init.ts';
-import { fnv1a } from '../model/seeded-random.ts';
+import { fnv1a } from '../engine/random.ts';
 import { kroneckerMixture, type KroneckerGroup } from './kronecker-mixture.ts';
 import type { KroneckerShape } from './kronecker-shapes.ts';
 import { projectionModuleName } from './targets.ts';

@@ -2,7 +2,7 @@
  * Initial values of adapter tensors. Deterministic: each tensor's values depend only on the run seed and
  * the tensor's name, so adding a target does not change the others and a resumed run re-creates them exactly.
  */
-import { fnv1a, mulberry32 } from '../model/seeded-random.ts';
+import { fnv1a, mulberry32 } from '../engine/random.ts';
 
 /**
  * PyTorch's default `kaiming_uniform_(a=√5)` for a weight with `fanIn` inputs (nn.Linear, PEFT's LoRA A):

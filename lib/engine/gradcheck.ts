@@ -10,6 +10,7 @@ import { mul } from './ops/elementwise.ts';
 import { reduceSum } from './ops/reduce.ts';
 import { Session } from './session.ts';
 import { bindShape } from './shape.ts';
+import { mulberry32, randomNormal } from './random.ts';
 
 export interface CheckedInput {
   name: string;
@@ -26,26 +27,8 @@ export interface GradCheckResult {
   maxRelativeError: number;
 }
 
-/** Seeded uniform [0,1) generator (mulberry32): deterministic test data. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function randomNormal(n: number, rand: () => number, scale = 1): Float64Array {
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    const u = Math.max(rand(), 1e-12);
-    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
-  }
-  return out;
-}
+/** Seeded generators for test data (re-exported: tests build their inputs with these). */
+export { mulberry32 as seededRandom, randomNormal } from './random.ts';
 
 export async function gradCheck(
   build: (inputs: Record<string, Tensor>) => Tensor,
@@ -53,7 +36,7 @@ export async function gradCheck(
   opts: { eps?: number; seed?: number; maxElementsPerInput?: number } = {},
 ): Promise<GradCheckResult> {
   const eps = opts.eps ?? 1e-6;
-  const rand = seededRandom(opts.seed ?? 1);
+  const rand = mulberry32(opts.seed ?? 1);
   const g = new Graph('gradcheck');
   const tensors: Record<string, Tensor> = {};
   const values: Record<string, HostArray> = {};

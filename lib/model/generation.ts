@@ -18,7 +18,7 @@ import { UserError } from '../errors.ts';
 import type { ChatMessage } from './chat-template.ts';
 import type { LlamaModel } from './llama-model.ts';
 import { chooseToken, validateSampling, type SamplingOptions } from './sampling.ts';
-import { mulberry32 } from './seeded-random.ts';
+import { mulberry32 } from '../engine/random.ts';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Most tokens to generate (default 64). */

@@ -10,7 +10,7 @@ import { UserError } from '../errors.ts';
 import { expectedTensorShapes, writeCheckpoint, type CheckpointTensorInput } from './checkpoint.ts';
 import { parseLlamaConfig, type LlamaConfig } from './config.ts';
 import { numElements, parseFloatDtype, torchDtypeName } from './dtype-convert.ts';
-import { fillNormal, fnv1a, mulberry32 } from './seeded-random.ts';
+import { fillNormal, fnv1a, mulberry32 } from '../engine/random.ts';
 import { buildTinyTokenizer } from './tiny-tokenizer.ts';
 
 export type TinyDtype = 'float32' | 'float16' | 'bfloat16';

@@ -16,7 +16,7 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { UserError } from '../errors.ts';
-import { mulberry32 } from '../model/seeded-random.ts';
+import { mulberry32 } from '../engine/random.ts';
 import type { ChatMessage } from '../model/chat-template.ts';
 import type { DatasetFormat } from './train-config.ts';
 

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, isUserError } from '../errors.ts';
-import { fnv1a } from '../model/seeded-random.ts';
+import { fnv1a } from '../engine/random.ts';
 import { AdamW } from './adamw.ts';
 import {
   CHECKPOINT_FORMAT_VERSION,

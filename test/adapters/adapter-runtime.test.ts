@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Graph, Session, dropoutMaskReference, linear, type Tensor } from '../../lib/engine/index.ts';
-import { fnv1a } from '../../lib/model/seeded-random.ts';
+import { fnv1a } from '../../lib/engine/random.ts';
 import { gradCheck, randomNormal, seededRandom } from '../../lib/engine/gradcheck.ts';
 import { parseLlamaConfig } from '../../lib/model/config.ts';
 import { parseAdapterConfig, type AdapterConfigInput } from '../../lib/adapters/adapter-config.ts';

@@ -1,22 +1,10 @@
 // `moka plan` as a user runs it, on the real LLaMA 2 7B / LLaMA 3 8B config.json fixtures.
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { fixturePath } from './fixtures.ts';
-
-const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
-
-// Same as test/cli/cli.test.ts's helper; importing that file would re-run its tests here.
-function runMoka(args: string[]) {
-  const r = spawnSync(process.execPath, [mokaBin, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, MOKA_DEBUG: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { runMoka } from '../helpers/run-moka.ts';
 
 describe('moka plan', () => {
   it('prints per-projection tables, the total and a comparison line (LLaMA 2 7B)', () => {

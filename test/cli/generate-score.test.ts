@@ -3,18 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cp, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
-
-const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
-function runMoka(args: string[]) {
-  const r = spawnSync(process.execPath, [mokaBin, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, MOKA_DEBUG: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { runMoka } from '../helpers/run-moka.ts';
 
 let root: string;
 let good: string;

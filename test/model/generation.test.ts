@@ -8,7 +8,7 @@ import { generateText, generateTokens } from '../../lib/model/generation.ts';
 import { KvCache } from '../../lib/model/kv-cache.ts';
 import { LlamaModel } from '../../lib/model/llama-model.ts';
 import { argmax, chooseToken } from '../../lib/model/sampling.ts';
-import { mulberry32 } from '../../lib/model/seeded-random.ts';
+import { mulberry32 } from '../../lib/engine/random.ts';
 import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
 
 let root: string;

@@ -12,7 +12,7 @@ import {
   writeSafetensors,
   type SafetensorsTensor,
 } from '../../lib/model/safetensors.ts';
-import { mulberry32 } from '../../lib/model/seeded-random.ts';
+import { mulberry32 } from '../../lib/engine/random.ts';
 
 let dir: string;
 beforeAll(async () => {

@@ -1,22 +1,12 @@
 // The tiny-checkpoint generator and `moka init-tiny`: a complete, loadable, deterministic HF directory.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { openCheckpoint } from '../../lib/model/checkpoint.ts';
 import { decodeFloat32, encodeFloat32 } from '../../lib/model/dtype-convert.ts';
 import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
-
-const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
-function runMoka(args: string[]) {
-  const r = spawnSync(process.execPath, [mokaBin, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, MOKA_DEBUG: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { runMoka } from '../helpers/run-moka.ts';
 
 let root: string;
 beforeAll(async () => {

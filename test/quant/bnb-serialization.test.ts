@@ -12,7 +12,7 @@ import {
 import { dequantizeNf4, quantizeNf4 } from '../../lib/quant/nf4.ts';
 import { pythonFloatRepr, pythonJsonDumps, PyFloat } from '../../lib/quant/python-json.ts';
 import { tensorSourceOf, type QuantTensor } from '../../lib/quant/quant-tensor.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 import { isUserError } from '../../lib/errors.ts';
 
 const W = 'model.layers.0.self_attn.q_proj.weight';

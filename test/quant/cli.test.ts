@@ -1,23 +1,12 @@
 // `moka quantize` and `moka dequantize` as a user runs them: JSON summary on stdout, JSON-lines progress on
 // stderr when not on a terminal, one-line errors with exit code 1.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
 import { parseByteSize } from '../../bin/commands/quantize.ts';
-
-const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
-
-function moka(args: string[]) {
-  const r = spawnSync(process.execPath, [mokaBin, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, MOKA_DEBUG: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { runMoka as moka } from '../helpers/run-moka.ts';
 
 let root: string;
 beforeAll(async () => {

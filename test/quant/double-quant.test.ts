@@ -5,7 +5,7 @@ import { NESTED_BLOCK_SIZE, doubleQuantizeAbsmax, restoreAbsmax } from '../../li
 import { createDynamicMap, dynamicCode, fmaFloat32, linspaceFloat32 } from '../../lib/quant/dynamic-map.ts';
 import { dequantizeNf4, quantizeNf4 } from '../../lib/quant/nf4.ts';
 import { reconstructionError } from '../../lib/quant/reconstruction-error.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 
 /** Entries 0..126 (the negative half) of create_dynamic_map(signed=True, 7, 8) as bnb's torch build produces it. */
 const BNB_DYNAMIC_NEGATIVE = [

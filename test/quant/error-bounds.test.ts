@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { quantizeInt4 } from '../../lib/quant/int4.ts';
 import { quantizeNf4 } from '../../lib/quant/nf4.ts';
 import { reconstructionError } from '../../lib/quant/reconstruction-error.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 
 const ROWS = 256;
 const COLS = 1024;

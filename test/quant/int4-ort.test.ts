@@ -7,7 +7,7 @@ import * as ort from 'onnxruntime-node';
 import onnxProto from 'onnx-proto';
 import { dequantizeInt4, matMulNBitsSpec, quantizeInt4, type Int4Weight } from '../../lib/quant/int4.ts';
 import { toDequantizeLinearInt4 } from '../../lib/quant/int4-dequantize-linear.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 
 const { onnx } = onnxProto;
 const FLOAT = onnx.TensorProto.DataType.FLOAT;

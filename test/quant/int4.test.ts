@@ -11,7 +11,7 @@ import {
 import { ONNX_INT4, ONNX_UINT4, toDequantizeLinearInt4 } from '../../lib/quant/int4-dequantize-linear.ts';
 import { int4FromTensors, int4ToTensors } from '../../lib/quant/int4-serialization.ts';
 import { tensorSourceOf } from '../../lib/quant/quant-tensor.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 
 describe('quantizeInt4 (asymmetric)', () => {
   it('packs the first value of each pair in the LOW nibble, blocks along K per row', () => {

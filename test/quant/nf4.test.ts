@@ -12,7 +12,7 @@ import {
   nf4CodeFast,
   quantizeNf4,
 } from '../../lib/quant/nf4.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 
 function gaussian(n: number, seed: number, std = 1): Float32Array {
   return fillNormal(new Float32Array(n), mulberry32(seed), std);

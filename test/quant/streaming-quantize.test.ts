@@ -1,6 +1,6 @@
 /** Quantizing a block of rows at a time gives exactly the bytes and error of quantizing the whole tensor. */
 import { describe, expect, it } from 'vitest';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 import { quantizeNf4 } from '../../lib/quant/nf4.ts';
 import { quantizeInt4 } from '../../lib/quant/int4.ts';
 import { quantizeStreaming, type StreamingOptions } from '../../lib/quant/streaming-quantize.ts';

@@ -20,7 +20,7 @@ import {
   transpose,
   type Tensor,
 } from '../../lib/engine/index.ts';
-import { fillNormal, mulberry32 } from '../../lib/model/seeded-random.ts';
+import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 import { defaultPositionIds, defaultSegmentIds, packedAttentionMask } from '../../lib/train/packing.ts';
 import {
   countTargets,

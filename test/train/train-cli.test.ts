@@ -1,23 +1,14 @@
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runMoka as moka } from '../helpers/run-moka.ts';
 
-const mokaBin = fileURLToPath(new URL('../../bin/moka.js', import.meta.url));
 const DATA = fileURLToPath(new URL('../../examples/data/tiny-instructions.jsonl', import.meta.url));
 const root = mkdtempSync(join(tmpdir(), 'moka-train-cli-'));
 const model = join(root, 'tiny');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
-
-function moka(args: string[]) {
-  const r = spawnSync(process.execPath, [mokaBin, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, MOKA_DEBUG: '' },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 const quick = [
   '--set',

@@ -1,6 +1,6 @@
 /**
- * Small deterministic random numbers for generated test checkpoints: mulberry32 (32-bit state, fast, good enough
- * for weights) and Box-Muller normals. Same seed, same numbers: 32-bit integer math, plus Math.log/cos/sin, which
+ * Small deterministic random numbers (generated test checkpoints, adapter initialisation, gradient checks):
+ * mulberry32 (32-bit state, fast, good enough for weights) and Box-Muller normals. Same seed, same numbers: 32-bit integer math, plus Math.log/cos/sin, which
  * V8 computes with the same fdlibm port on every platform.
  */
 
@@ -34,6 +34,16 @@ export function fillNormal(out: Float32Array, rand: () => number, std = 1, mean 
     const theta = 2 * Math.PI * rand();
     out[i] = mean + std * r * Math.cos(theta);
     if (i + 1 < out.length) out[i + 1] = mean + std * r * Math.sin(theta);
+  }
+  return out;
+}
+
+/** `n` float64 samples of N(0, scale²) (Box-Muller, one output per pair of draws). */
+export function randomNormal(n: number, rand: () => number, scale = 1): Float64Array {
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = Math.max(rand(), 1e-12);
+    out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
   }
   return out;
 }
