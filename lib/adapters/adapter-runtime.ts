@@ -98,9 +98,6 @@ export class AdapterRuntime {
     readonly config: AdapterConfig,
     private readonly options: AdapterRuntimeOptions = {},
   ) {
-    if (config.type === 'krona' && config.decomposeBoth) {
-      throw new UserError('krona: "decomposeBoth" is not supported in training graphs yet; remove it');
-    }
     this.plan = planAdapter(llama, config);
     this.scale = adapterScale(config);
     for (const t of this.plan.targets) {
@@ -171,13 +168,23 @@ export class AdapterRuntime {
       case 'krona': {
         const c = p.components[0]!;
         if (c.kind !== 'lokr') throw new Error('internal: KronA plan without a LoKr component');
-        const { w1, w2, w2Rank } = c.factors;
-        // PEFT LoKr init: zero-a → w1 = 0, w2 kaiming; zero-b → w2 (or w2_b) = 0, w1 kaiming.
-        add(
-          'lokr_w1',
-          [...w1],
-          cfg.init === 'zero-a' ? zeros(w1[0] * w1[1]) : kaiming('lokr_w1', [...w1], w1[1]),
-        );
+        const { w1, w2, w1Rank, w2Rank } = c.factors;
+        // PEFT LoKr init: zero-a → w1 (or w1_a) = 0, the rest kaiming; zero-b → w2 (or w2_b) = 0, the rest kaiming.
+        if (w1Rank === null) {
+          add(
+            'lokr_w1',
+            [...w1],
+            cfg.init === 'zero-a' ? zeros(w1[0] * w1[1]) : kaiming('lokr_w1', [...w1], w1[1]),
+          );
+        } else {
+          const aShape = [w1[0], w1Rank];
+          add(
+            'lokr_w1_a',
+            aShape,
+            cfg.init === 'zero-a' ? zeros(w1[0] * w1Rank) : kaiming('lokr_w1_a', aShape, w1Rank),
+          );
+          add('lokr_w1_b', [w1Rank, w1[1]], kaiming('lokr_w1_b', [w1Rank, w1[1]], w1[1]));
+        }
         if (w2Rank === null) {
           add(
             'lokr_w2',
@@ -355,12 +362,14 @@ export class AdapterRuntime {
       case 'krona': {
         const c = p.components[0]!;
         if (c.kind !== 'lokr') throw new Error('internal');
-        const { w1, w2, w2Rank } = c.factors;
+        const { w1, w2, w1Rank, w2Rank } = c.factors;
+        // Low-rank factors are formed at factor size (never the d_out x d_in update).
+        const w1t = w1Rank === null ? t('lokr_w1') : matmul(t('lokr_w1_a'), t('lokr_w1_b'));
         const w2t = w2Rank === null ? t('lokr_w2') : matmul(t('lokr_w2_a'), t('lokr_w2_b'));
         const one = constant([1], [1]);
         const group: KroneckerGroup = {
           shape: [w1[0], w1[1], w2[0], w2[1]],
-          a: reshape(t('lokr_w1'), [1, ...w1]),
+          a: reshape(w1t, [1, ...w1]),
           b: reshape(w2t, [1, ...w2]),
         };
         return add(base(x), scaled(kroneckerMixture(xa, [group], one, p.out)));

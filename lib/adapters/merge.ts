@@ -118,11 +118,13 @@ export function componentDeltas(
     case 'krona': {
       const c = p.components[0]!;
       if (c.kind !== 'lokr') throw new Error('internal');
-      const { w1, w2, w2Rank } = c.factors;
+      const { w1, w2, w1Rank, w2Rank } = c.factors;
+      const w1v =
+        w1Rank === null ? v('lokr_w1') : matmul(v('lokr_w1_a'), v('lokr_w1_b'), w1[0], w1Rank, w1[1]);
       const w2v =
         w2Rank === null ? v('lokr_w2') : matmul(v('lokr_w2_a'), v('lokr_w2_b'), w2[0], w2Rank, w2[1]);
       const d = fresh();
-      addKron(d, v('lokr_w1'), w2v, [w1[0], w1[1], w2[0], w2[1]], s);
+      addKron(d, w1v, w2v, [w1[0], w1[1], w2[0], w2[1]], s);
       return [d];
     }
     case 'lora':

@@ -46,6 +46,13 @@ const CONFIGS: Record<string, AdapterConfigInput> = {
   mokas: { type: 'mokas', targetModules: 'all-linear', plan: { count: 2 } },
   krona: { type: 'krona', targetModules: 'all-linear', alpha: 2 },
   'krona, low-rank w2 (LoKr r)': { type: 'krona', targetModules: ['gate_proj'], decomposeFactor: 2, r: 1 },
+  'krona, both factors low-rank (LoKr decomposeBoth)': {
+    type: 'krona',
+    targetModules: ['q_proj', 'up_proj'],
+    decomposeFactor: 4,
+    r: 1,
+    decomposeBoth: true,
+  },
   lora: { type: 'lora', targetModules: 'all-linear', r: 2, alpha: 4 },
   dora: { type: 'dora', targetModules: ['q_proj', 'k_proj', 'down_proj'], r: 2, alpha: 4 },
   'dora, exact norm gradient': { type: 'dora', targetModules: ['k_proj'], r: 2, alpha: 4, detachNorm: false },
