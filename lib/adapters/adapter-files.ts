@@ -6,11 +6,12 @@
  *
  * Tensor names per type (module = `model.layers.{i}.self_attn.q_proj` etc., component index i in plan order):
  *   lora/dora  lora_A.weight [r, in], lora_B.weight [out, r], lora_magnitude_vector [out] (DoRA)
- *   krona      lokr_w1 [out_l, in_m], lokr_w2 [out_k, in_n] (or lokr_w2_a [out_k, r], lokr_w2_b [r, in_n])
+ *   krona      lokr_w1 [out_l, in_m] (or lokr_w1_a, lokr_w1_b), lokr_w2 [out_k, in_n] (or lokr_w2_a [out_k, r], lokr_w2_b [r, in_n])
  *   moka       moka_A.{i} [m_a, n_a], moka_B.{i} [m_b, n_b], moka_gate [r] or moka_gate_proj.weight [r, in]
  *   mokas      mokas_B.{i} [m/a_i, n/a_i], mokas_gate [r] or mokas_gate_proj.weight [r, in]
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
@@ -121,6 +122,8 @@ export async function saveAdapter(
     }
   }
   const cfg = pinnedConfig(runtime);
+  // adapter_config.json marks a complete directory: remove an old one before writing new weights.
+  await rm(join(dir, ADAPTER_CONFIG_FILE), { force: true });
   await writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, {
     format: 'pt',
     moka_adapter_type: cfg.type,
@@ -151,7 +154,7 @@ export async function saveAdapter(
           lora_alpha: cfg.alpha,
           use_dora: cfg.type === 'dora',
           use_rslora: cfg.rsLora,
-          lora_dropout: 0,
+          lora_dropout: cfg.dropout,
           bias: 'none',
         }
       : {}),

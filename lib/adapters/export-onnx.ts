@@ -11,9 +11,9 @@
  * stays 4-bit (MatMulNBits / decode ops from com.microsoft and opset 21). Merged, the adapter is added to
  * the (dequantized) weights first, through a streamed `moka merge` into a temporary directory.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Graph, gather, type Tensor } from '../engine/index.ts';
 import { emitOnnx } from '../engine/emit.ts';
 import { writeOnnxModel } from '../engine/onnx-file.ts';
@@ -21,7 +21,7 @@ import { UserError } from '../errors.ts';
 import { buildLlamaGraph } from '../model/llama-graph.ts';
 import type { ProjectionHooks } from '../model/projection.ts';
 import { positionRange, ropeCosSin, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
-import { openFrozenBase } from '../quant/frozen-base.ts';
+import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { loadAdapterFor } from './adapted-model.ts';
 import { mergeCheckpoint } from './merge-checkpoint.ts';
 import { projectionModuleName } from './targets.ts';
@@ -42,15 +42,18 @@ export interface ExportOnnxOptions {
 export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: string[]; nodes: number }> {
   if (opts.merged && !opts.adapter) throw new UserError('--merged needs --adapter');
   if (!opts.out.endsWith('.onnx')) throw new UserError(`--out must name a .onnx file, got "${opts.out}"`);
+  mkdirSync(dirname(resolve(opts.out)), { recursive: true });
   let mergedDir: string | null = null;
-  let modelDir = opts.model;
-  if (opts.merged) {
-    mergedDir = mkdtempSync(join(tmpdir(), 'moka-export-'));
-    await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedDir, force: true });
-    modelDir = mergedDir;
-  }
-  const base = await openFrozenBase(modelDir);
+  let base: FrozenBase | null = null;
   try {
+    let modelDir = opts.model;
+    if (opts.merged) {
+      mergedDir = mkdtempSync(join(tmpdir(), 'moka-export-'));
+      const mergedOut = join(mergedDir, 'merged');
+      await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedOut });
+      modelDir = mergedOut;
+    }
+    base = await openFrozenBase(modelDir);
     const cfg = base.config;
     const batch = opts.batch ?? 1;
     const seq = opts.seq ?? 128;
@@ -94,7 +97,7 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
     });
     return { files: writeOnnxModel(opts.out, emitted), nodes: emitted.nodeCount };
   } finally {
-    await base.close();
+    await base?.close();
     if (mergedDir) rmSync(mergedDir, { recursive: true, force: true });
   }
 }

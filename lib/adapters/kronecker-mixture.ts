@@ -16,13 +16,18 @@
  * gradient (one GEMM, no per-token intermediates).
  *
  * That "per-token" layout runs one small GEMM per token for the second product, which is efficient only when
- * that GEMM has real work (m_a·K·n_a·m_b ≥ 64³ MACs). Small components use the "flat" layout instead, where
- * both products are single 2-D GEMMs over all tokens at the cost of two activation transposes:
+ * that GEMM has real work (m_a·K·n_a·m_b ≥ 64³ MACs). Small components use a "flat" layout instead, where
+ * the second product is one 2-D GEMM with the tokens on its wide side ("flat-b", B first):
  *
  *   Z  = X₂ · B_catᵀ                                                                  → [T, n_a, K, m_b]
- *   Z₂ = Z transposed to [T, m_b, K, n_a], as [T·m_b, K·n_a]
- *   Y₂ = Z₂ · A_catᵀ                                                                   → [T, m_b, m_a]
- *   y  = Y₂ transposed to [T, m_a, m_b]
+ *   Zₜ = Z transposed to [K, n_a, T, m_b], as [K·n_a, T·m_b]
+ *   Y' = A_cat · Zₜ                                                                    → [m_a, T·m_b]
+ *   y  = Y' viewed [m_a, T, m_b], transposed to [T, m_a, m_b]
+ *
+ * Both transposes keep the last axis in place, so ORT copies contiguous m_b-runs; transposes that move the
+ * last axis are an element-by-element gather in ORT and cost more than the GEMMs at these sizes (measured).
+ * When applying A first is cheaper (see chooseLayout), the mirror "flat-a" layout runs: x transposed to
+ * [n_a, T·n_b], one GEMM with the stacked A_k, a transpose to [T·m_a, K·n_b], one GEMM with the α-weighted B_cat.
  */
 import {
   GraphError,

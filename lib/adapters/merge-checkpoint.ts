@@ -1,12 +1,17 @@
 /**
  * `moka merge`: base model + adapter → a full-precision Hugging Face checkpoint with ΔW added to each adapted
  * projection. A 4-bit base is dequantized first, so the merged weights are the ones training actually saw
- * (W_deq + ΔW, standard QLoRA practice). Tensors are read, merged and written one at a time.
+ * (W_deq + ΔW, standard QLoRA practice). Tensors are read, merged and written one at a time, into
+ * `<out>.tmp-<pid>`, which is renamed into place only when complete (atomic-output-dir.ts).
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { UserError } from '../errors.ts';
 import { writeCheckpoint, type CheckpointTensorInput } from '../model/checkpoint.ts';
+import { torchDtypeName } from '../model/dtype-convert.ts';
+import { beginAtomicOutputDir, type AtomicOutputDir } from '../quant/atomic-output-dir.ts';
 import { openFrozenBase } from '../quant/frozen-base.ts';
+import { DEFAULT_MAX_SHARD_BYTES } from '../quant/quantize-checkpoint.ts';
+import { copySidecarFiles } from '../quant/sidecar-files.ts';
 import { loadAdapterFor } from './adapted-model.ts';
 import { mergeWeight } from './merge.ts';
 
@@ -29,12 +34,20 @@ export interface MergeResult {
 }
 
 export async function mergeCheckpoint(opts: MergeOptions): Promise<MergeResult> {
-  if (existsSync(opts.out) && readdirSync(opts.out).length > 0 && !opts.force) {
-    throw new UserError(`${opts.out} is not empty; choose another --out or pass --force to replace it`);
+  if (resolve(opts.model) === resolve(opts.out)) {
+    throw new UserError('--out is the model directory itself; choose a different --out');
   }
   const base = await openFrozenBase(opts.model);
+  let out: AtomicOutputDir | null = null;
   try {
     const { runtime, values } = await loadAdapterFor(base, opts.adapter);
+    const cfg = runtime.config;
+    if ((cfg.type === 'moka' || cfg.type === 'mokas') && cfg.gate === 'token') {
+      throw new UserError(
+        `a token-gated ${cfg.type} adapter depends on the input and has no single ΔW; use it unmerged (--adapter)`,
+      );
+    }
+    out = await beginAtomicOutputDir(opts.out, { force: opts.force });
     const dtype = opts.dtype ?? 'F32';
     const adapted = new Set(runtime.modules.map((m) => `${m}.weight`));
     const tensors = new Map<string, CheckpointTensorInput>();
@@ -48,19 +61,23 @@ export async function mergeCheckpoint(opts: MergeOptions): Promise<MergeResult> 
         },
       });
     }
-    const config = { ...base.config.raw };
+    const config: Record<string, unknown> = { ...base.config.raw, torch_dtype: torchDtypeName(dtype) };
     delete config.quantization_config;
-    config.torch_dtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[dtype];
     const ckpt = base.checkpoint;
-    await writeCheckpoint(opts.out, {
+    await writeCheckpoint(out.tmpDir, {
       config,
       tensors,
-      shardSizeBytes: 5e9,
+      shardSizeBytes: DEFAULT_MAX_SHARD_BYTES,
       tokenizerJson: ckpt.tokenizerJson ?? undefined,
       tokenizerConfig: ckpt.tokenizerConfig ?? undefined,
       generationConfig: ckpt.generationConfig ?? undefined,
     });
-    return { out: opts.out, mergedModules: adapted.size, tensors: tensors.size };
+    await copySidecarFiles(opts.model, out.tmpDir);
+    await out.commit();
+    return { out: out.dir, mergedModules: adapted.size, tensors: tensors.size };
+  } catch (err) {
+    await out?.abort();
+    throw err;
   } finally {
     await base.close();
   }

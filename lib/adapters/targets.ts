@@ -53,7 +53,9 @@ export function parseTargetModules(value: string | readonly string[]): Projectio
   return PROJECTION_NAMES.filter((p) => names.includes(p));
 }
 
-/** Parses a CLI layer list such as "0,1,2" or "0-3,8"; range checks happen in `resolveLayers`. */
+const MAX_LAYER_INDEX = 10_000;
+
+/** Parses a CLI layer list such as "0,1,2" or "0-3,8"; range checks against a model happen in `resolveLayers`. */
 export function parseLayerList(value: string): number[] {
   const out: number[] = [];
   for (const part of value.split(',').map((s) => s.trim())) {
@@ -62,6 +64,9 @@ export function parseLayerList(value: string): number[] {
     const lo = Number(m[1]);
     const hi = m[2] === undefined ? lo : Number(m[2]);
     if (hi < lo) throw new UserError(`layers: range "${part}" is backwards; write ${hi}-${lo}`);
+    // No LLaMA has anywhere near this many layers; a typo must not expand into billions of indices.
+    if (hi >= MAX_LAYER_INDEX)
+      throw new UserError(`layers: "${part}" goes past layer ${MAX_LAYER_INDEX - 1}`);
     for (let i = lo; i <= hi; i++) out.push(i);
   }
   return out;

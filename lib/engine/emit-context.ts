@@ -23,13 +23,13 @@ export class EmitContext {
 
   constructor(readonly binding: ReadonlyMap<string, number>) {}
 
-  /** The ONNX value name of a tensor (its own name for inputs/weights, a generated one otherwise). */
   /** Gives an op's output tensor the value name `name` (before any node refers to it). */
   nameAs(t: Tensor, name: string): void {
     if (this.valueNames.has(t.id)) throw new Error(`internal: ${t} already has a value name`);
     this.valueNames.set(t.id, name);
   }
 
+  /** The ONNX value name of a tensor (its own name for inputs/weights, a generated one otherwise). */
   name(t: Tensor): string {
     let n = this.valueNames.get(t.id);
     if (n === undefined) {

@@ -65,7 +65,12 @@ function readWeight(t: Tensor): Uint8Array {
   try {
     const buf = new Uint8Array(d.length);
     let done = 0;
-    while (done < d.length) done += readSync(fd, buf, done, d.length - done, d.offset + done);
+    while (done < d.length) {
+      const n = readSync(fd, buf, done, d.length - done, d.offset + done);
+      if (n === 0)
+        throw new Error(`${d.file} ends before byte ${d.offset + d.length}: the weight file is truncated`);
+      done += n;
+    }
     return buf;
   } finally {
     closeSync(fd);

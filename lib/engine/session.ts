@@ -56,7 +56,6 @@ interface Compiled {
   session: ort.InferenceSession;
   provider: ProviderName;
   inputNames: Set<string>;
-  tempDir: string | null;
   nodeCount: number;
 }
 
@@ -169,10 +168,10 @@ export class Session {
     this.compiled.clear();
     for (const p of all) {
       const c = await p.catch(() => null);
-      if (!c) continue;
-      await c.session.release();
-      if (c.tempDir) rmSync(c.tempDir, { recursive: true, force: true });
+      if (c) await c.session.release();
     }
+    if (this.weightsDir) rmSync(this.weightsDir, { recursive: true, force: true });
+    this.weightsDir = null;
   }
 
   private compile(binding: Map<string, number>): Promise<Compiled> {
@@ -189,42 +188,55 @@ export class Session {
     return p;
   }
 
+  /**
+   * The directory of this session's external weights, written once: the weights are the same whatever the
+   * shapes, so each further binding only adds its own small `model-<n>.onnx` beside them.
+   */
+  private weightsDir: string | null = null;
+  private modelFiles = 0;
+  /** For 'auto': the provider that started, so later bindings do not retry the ones that failed. */
+  private resolvedProvider: ProviderName | null = null;
+
+  private writeExternal(emitted: EmittedModel): string {
+    const external = emitted.external!;
+    if (!this.weightsDir) {
+      const dir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
+      try {
+        for (const link of external.links) placeBeside(resolve(link.target), join(dir, link.location));
+        const fd = openSync(join(dir, external.location), 'w');
+        try {
+          for (const part of external.parts) writeSync(fd, part.bytes());
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        rmSync(dir, { recursive: true, force: true });
+        throw err;
+      }
+      this.weightsDir = dir;
+    }
+    const path = join(this.weightsDir, `model-${this.modelFiles++}.onnx`);
+    writeFileSync(path, emitted.model);
+    return path;
+  }
+
   private async create(binding: Map<string, number>): Promise<Compiled> {
     const emitted = this.emit(binding);
-    let tempDir: string | null = null;
-    let source: string | Uint8Array = emitted.model;
-    if (emitted.external) {
-      // Large weights: write model + weights beside each other and load by path (ORT then maps the file).
-      tempDir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
-      for (const link of emitted.external.links)
-        placeBeside(resolve(link.target), join(tempDir, link.location));
-      const fd = openSync(join(tempDir, emitted.external.location), 'w');
-      try {
-        for (const part of emitted.external.parts) writeSync(fd, part.bytes());
-      } finally {
-        closeSync(fd);
-      }
-      source = join(tempDir, 'model.onnx');
-      writeFileSync(source, emitted.model);
-    }
+    // Large weights: the model is loaded by path beside its weights (ORT then maps the files).
+    const source: string | Uint8Array = emitted.external ? this.writeExternal(emitted) : emitted.model;
     const choice = this.options.provider ?? 'cpu';
-    const candidates: ProviderName[] = choice === 'auto' ? autoCandidates() : [choice];
+    const candidates: ProviderName[] =
+      choice !== 'auto' ? [choice] : this.resolvedProvider ? [this.resolvedProvider] : autoCandidates();
     let lastError: Error | null = null;
     for (const provider of candidates) {
       try {
         const session = await this.createOn(provider, source);
-        return {
-          session,
-          provider,
-          inputNames: new Set(session.inputNames),
-          tempDir,
-          nodeCount: emitted.nodeCount,
-        };
+        this.resolvedProvider = provider;
+        return { session, provider, inputNames: new Set(session.inputNames), nodeCount: emitted.nodeCount };
       } catch (err) {
         lastError = err as Error;
       }
     }
-    if (tempDir) rmSync(tempDir, { recursive: true, force: true });
     throw lastError!;
   }
 

@@ -45,7 +45,10 @@ export async function openFrozenBase(dir: string, opts: ModelWeightsOptions = {}
   }
   if (format === null) {
     const checkpoint = await openCheckpoint(dir);
-    const weights = await loadModelWeights(checkpoint, opts);
+    const weights = await loadModelWeights(checkpoint, opts).catch(async (err) => {
+      await checkpoint.close();
+      throw err;
+    });
     return {
       dir,
       config: checkpoint.config,
@@ -61,7 +64,13 @@ export async function openFrozenBase(dir: string, opts: ModelWeightsOptions = {}
       },
     };
   }
-  return openQuantizedBase(dir, await openQuantizedCheckpoint(dir), opts);
+  const q = await openQuantizedCheckpoint(dir);
+  try {
+    return await openQuantizedBase(dir, q, opts);
+  } catch (err) {
+    await q.close();
+    throw err;
+  }
 }
 
 async function openQuantizedBase(

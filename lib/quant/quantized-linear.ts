@@ -229,7 +229,7 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
     if (!g || !needs[0]) return node.inputs.map(() => null);
     const dx = graphOf('quant_linear_grad', g, ...node.inputs.slice(1)).apply(
       quantLinearGradOp,
-      [g, ...node.inputs.slice(1), node.inputs[0]!],
+      [g, ...node.inputs.slice(1)],
       node.attrs,
     )[0]!;
     return [dx, ...node.inputs.slice(1).map(() => null)];
@@ -258,19 +258,21 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
   },
 };
 
-/** dX = dY·deq(W), decoding the weight again (inputs: g, buffers…, x — x only for its shape). */
+/**
+ * dX = dY·deq(W), decoding the weight again (inputs: g, then the buffers). It does not take x, whose shape is
+ * dY's with k features: an input would keep the forward activation alive until the backward for nothing.
+ */
 const quantLinearGradOp: OpDef<QuantLinearAttrs> = {
   type: 'quant_linear_grad',
-  infer: (inputs) => [{ dtype: inputs.at(-1)!.dtype, shape: inputs.at(-1)!.shape }],
+  infer: (inputs, { k }) => [{ dtype: inputs[0]!.dtype, shape: [...inputs[0]!.shape.slice(0, -1), k] }],
   emit(ctx, node) {
     const g = node.inputs[0]!;
-    const x = node.inputs.at(-1)!;
     const { n } = node.attrs;
     const w = emitDequantized(ctx, node, 1, g.dtype);
     const g2 = flattenTokens(ctx, g, n);
     const dx2 = ctx.fresh('dx2');
     ctx.node('MatMul', [g2, w], [dx2]);
-    ctx.node('Reshape', [dx2, ctx.int64(ctx.shape(x))], [ctx.name(node.outputs[0]!)]);
+    ctx.node('Reshape', [dx2, ctx.int64(ctx.shape(node.outputs[0]!))], [ctx.name(node.outputs[0]!)]);
   },
 };
 

@@ -52,6 +52,8 @@ describe('target selection', () => {
     expect(parseLayerList('0-3, 8')).toEqual([0, 1, 2, 3, 8]);
     expect(() => parseLayerList('a')).toThrow('"a" is not a layer index or range');
     expect(() => parseLayerList('5-2')).toThrow('write 2-5');
+    // A typo must fail at once, not expand into billions of indices.
+    expect(() => parseLayerList('0-99999999999')).toThrow('goes past layer 9999');
   });
 
   it('names modules as Hugging Face does', () => {

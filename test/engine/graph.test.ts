@@ -1,6 +1,6 @@
 /** Build-time checks, differentiation scope, emission and sessions. */
 import { describe, expect, it } from 'vitest';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -161,6 +161,28 @@ describe('ONNX emission and sessions', () => {
     const out = await s.run({ x: xv });
     expect(Array.from(out.y!.data as Float32Array)).toEqual(Array.from({ length: 16 }, (_, r) => r * 16 + 1));
     await s.release();
+  });
+
+  it('writes external weights once per session, however many shapes it compiles, and removes them on release', async () => {
+    const g = new Graph('external-shapes');
+    const w = g.weight(
+      'w',
+      'float32',
+      [16, 16],
+      Float32Array.from({ length: 256 }, (_, i) => i % 7),
+    );
+    const x = g.input('x', 'float32', ['n', 16]);
+    const s = new Session(g, { inputs: [x], outputs: { y: linear(x, w) } }, { externalDataTotalBytes: 512 });
+    for (const n of [1, 2, 3]) await s.run({ x: { data: new Float32Array(n * 16), dims: [n, 16] } });
+    const dir = (s as unknown as { weightsDir: string }).weightsDir;
+    expect(readdirSync(dir).sort()).toEqual([
+      'external-shapes.weights',
+      'model-0.onnx',
+      'model-1.onnx',
+      'model-2.onnx',
+    ]);
+    await s.release();
+    expect(existsSync(dir)).toBe(false);
   });
 
   it('reads frozen weights straight from a byte range of a file (e.g. a safetensors shard)', async () => {

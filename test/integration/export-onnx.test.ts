@@ -142,7 +142,32 @@ describe('moka merge', () => {
     expect(existsSync(join(out, 'config.json'))).toBe(true);
     const again = runMoka(args);
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/is not empty; choose another --out or pass --force/);
+    expect(again.stderr).toMatch(/already holds .*; choose a new or empty --out directory, or pass --force/);
+    // Merging into the model's own directory is refused before anything is touched.
+    const self = runMoka([
+      'merge',
+      '--model',
+      join(root, 'q'),
+      '--adapter',
+      join(root, 'adapter'),
+      '--out',
+      join(root, 'q'),
+      '--force',
+    ]);
+    expect(self.stderr).toMatch(/--out is the model directory itself/);
+    expect(existsSync(join(root, 'q', 'config.json'))).toBe(true);
+    // A failed merge leaves no output directory behind.
+    const failed = runMoka([
+      'merge',
+      '--model',
+      join(root, 'q'),
+      '--adapter',
+      join(root, 'nope'),
+      '--out',
+      join(root, 'never'),
+    ]);
+    expect(failed.code).toBe(1);
+    expect(existsSync(join(root, 'never'))).toBe(false);
     const score = runMoka(['score', '--model', out, '--context', 'The cat', '--choice', ' sat']);
     expect(score.code).toBe(0);
     expect(JSON.parse(score.stdout).choices[0].tokens).toBeGreaterThan(0);
