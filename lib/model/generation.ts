@@ -46,6 +46,54 @@ export interface GenerateResult {
   promptTokens: number;
 }
 
+/** The first stop string in `text` (the earliest occurrence; the first listed on a tie), or null. */
+function firstStop(text: string, stops: readonly string[]): { cut: number; stop: string } | null {
+  let found: { cut: number; stop: string } | null = null;
+  for (const stop of stops) {
+    const at = text.indexOf(stop);
+    if (at >= 0 && (found === null || at < found.cut)) found = { cut: at, stop };
+  }
+  return found;
+}
+
+/**
+ * Tokens decoded before the stop-string window proper: the window may start inside a multi-byte character (its
+ * first tokens then decode to replacement characters) or just after a skipped special token.
+ */
+const STOP_WINDOW_MARGIN = 8;
+
+/**
+ * Finds stop strings in a continuation that grows by one token at a time. Each check decodes only a tail window
+ * of the tokens, so a long generation costs linear rather than quadratic decoding: a stop string that the newest
+ * token completes lies within its last UTF-8-byte-length tokens (every token that shows text adds at least one
+ * byte), plus a margin. Only on a hit is the whole continuation decoded, to cut the text exactly where decoding
+ * everything puts the stop string.
+ */
+export class StopStringMatcher {
+  private readonly window: number;
+
+  constructor(
+    private readonly stops: readonly string[],
+    private readonly decode: (ids: readonly number[]) => string,
+  ) {
+    const longest = Math.max(0, ...stops.map((s) => Buffer.byteLength(s, 'utf8')));
+    this.window = longest + STOP_WINDOW_MARGIN;
+  }
+
+  /**
+   * After `tokens` grew: the decoded continuation with the position of its first stop string, or null when it
+   * holds none.
+   */
+  check(tokens: readonly number[]): { text: string; cut: number; stop: string } | null {
+    const whole = tokens.length <= this.window;
+    const tail = this.decode(whole ? tokens : tokens.slice(-this.window));
+    if (firstStop(tail, this.stops) === null) return null;
+    const text = whole ? tail : this.decode(tokens);
+    const hit = firstStop(text, this.stops);
+    return hit && { text, ...hit };
+  }
+}
+
 function positiveInt(value: number, what: string, min: number): number {
   if (!Number.isInteger(value) || value < min)
     throw new UserError(`${what} must be an integer >= ${min}, got ${value}`);
@@ -71,7 +119,15 @@ export async function generateTokens(
   const eos = new Set(opts.eosIds ?? model.eosIds());
   const stops = (opts.stopStrings ?? []).filter((s) => s.length > 0);
   const tokenizer = stops.length > 0 || model.checkpoint?.tokenizerJson ? model.tokenizer() : null;
-  const decode = (ids: number[]) => (tokenizer ? tokenizer.decode(ids, { skipSpecialTokens: true }) : '');
+  const decode = (ids: readonly number[]) =>
+    tokenizer ? tokenizer.decode(ids, { skipSpecialTokens: true }) : '';
+  const stopMatcher = stops.length > 0 ? new StopStringMatcher(stops, decode) : null;
+  // Checkpoints often pad the embedding past the tokenizer (vocab_size a multiple of 64 or 128): those rows are
+  // no token, cannot be decoded, and are never chosen. Choosing among the first `choosable` logits is masking
+  // the rest to −Infinity, without a copy.
+  const choosable = tokenizer?.vocabSize ?? Infinity;
+  const choosableLogits = (logits: Float32Array) =>
+    logits.length > choosable ? logits.subarray(0, choosable) : logits;
   const random = mulberry32(positiveInt(opts.seed ?? 0, 'seed', 0));
   const useCache = opts.useCache ?? true;
 
@@ -89,22 +145,11 @@ export async function generateTokens(
   const cache = useCache ? model.newCache(promptIds.length + maxNew - 1) : null;
   let logits = cache ? await model.prefill(promptIds, cache) : await model.lastLogits(promptIds);
   for (;;) {
-    const next = chooseToken(logits, opts, random);
+    const next = chooseToken(choosableLogits(logits), opts, random);
     if (eos.has(next)) return result('eos');
     tokens.push(next);
-    if (stops.length > 0) {
-      const text = decode(tokens);
-      let cut = -1;
-      let hit = '';
-      for (const s of stops) {
-        const at = text.indexOf(s);
-        if (at >= 0 && (cut < 0 || at < cut)) {
-          cut = at;
-          hit = s;
-        }
-      }
-      if (cut >= 0) return result('stop', text.slice(0, cut), hit);
-    }
+    const hit = stopMatcher?.check(tokens);
+    if (hit) return result('stop', hit.text.slice(0, hit.cut), hit.stop);
     if (tokens.length >= maxNew) return result('length');
     logits = cache ? await model.decodeStep(next, cache) : await model.lastLogits([...promptIds, ...tokens]);
   }

@@ -194,7 +194,10 @@ export class Tokenizer {
     if (ids.length === 0) return '';
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new RangeError(`token id ${id} is outside the tokenizer's vocabulary [0, ${this.vocabSize})`);
+        throw new UserError(
+          `token id ${id} is outside the tokenizer's vocabulary [0, ${this.vocabSize}); decode only ids this ` +
+            "tokenizer produces (a model whose vocab_size is larger than the tokenizer's has rows no token uses)",
+        );
       }
     }
     return this.hf.decode([...ids], {

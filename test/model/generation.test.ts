@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../../lib/errors.ts';
-import { generateText, generateTokens } from '../../lib/model/generation.ts';
+import { generateText, generateTokens, StopStringMatcher } from '../../lib/model/generation.ts';
 import { KvCache } from '../../lib/model/kv-cache.ts';
 import { LlamaModel } from '../../lib/model/llama-model.ts';
 import { argmax, chooseToken } from '../../lib/model/sampling.ts';
@@ -89,6 +89,23 @@ describe('generation with a key/value cache', () => {
     expect(free.tokens.slice(0, cut.tokens.length)).toEqual(cut.tokens);
   });
 
+  it('a stop string far into a long continuation cuts at the token that completes it', async () => {
+    const prompt = [1, 60, 61];
+    const free = await generateTokens(model, prompt, { maxNewTokens: 60, eosIds: [] });
+    const tok = model.tokenizer();
+    const decoded = (k: number) => tok.decode(free.tokens.slice(0, k), { skipSpecialTokens: true });
+    // A 5-character stop string taken from late in the text (past the first decoding window of tokens).
+    const from = Math.floor(free.text.length * 0.8);
+    const stop = free.text.slice(from, from + 5);
+    const cut = await generateTokens(model, prompt, { maxNewTokens: 60, eosIds: [], stopStrings: [stop] });
+    let k = 1;
+    while (!decoded(k).includes(stop)) k++;
+    expect(k).toBeGreaterThan(20);
+    expect(cut.stopReason).toBe('stop');
+    expect(cut.tokens).toEqual(free.tokens.slice(0, k));
+    expect(cut.text).toBe(free.text.slice(0, free.text.indexOf(stop)));
+  });
+
   it('the checkpoint EOS ids come from config.json and generation_config.json', () => {
     const tok = model.tokenizer();
     expect(model.eosIds()).toContain(tok.eosId);
@@ -110,6 +127,62 @@ describe('generation with a key/value cache', () => {
     await expect(generateTokens(model, [1], { maxNewTokens: 5000 })).rejects.toThrow(
       /max_position_embeddings/,
     );
+  });
+});
+
+describe('generation with an embedding padded past the tokenizer', () => {
+  it('never chooses an id the tokenizer cannot decode (vocab_size 1024, 512 tokens)', async () => {
+    await writeTinyCheckpoint({ dir: join(root, 'padded'), seed: 3, vocabSize: 1024 });
+    const padded = await LlamaModel.load(join(root, 'padded'));
+    try {
+      expect(padded.config.vocabSize).toBe(1024);
+      const vocab = padded.tokenizer().vocabSize;
+      expect(vocab).toBe(512);
+      // The padded rows are random like the others: without the mask about half the draws would land there.
+      const row = await padded.lastLogits([1, 40, 41]);
+      expect(Math.max(...row.subarray(vocab))).toBeGreaterThan(Math.max(...row.subarray(0, vocab)) - 1);
+      const prompt = padded.tokenizer().encode('Hello');
+      for (const opts of [{ temperature: 1, seed: 1 }, { temperature: 5, seed: 2 }, {}]) {
+        const r = await generateTokens(padded, prompt, { ...opts, maxNewTokens: 40, eosIds: [] });
+        expect(r.tokens).toHaveLength(40);
+        expect(Math.max(...r.tokens)).toBeLessThan(vocab);
+        expect(typeof r.text).toBe('string');
+      }
+    } finally {
+      await padded.close();
+    }
+  });
+});
+
+describe('StopStringMatcher', () => {
+  it('stops at the same token as decoding everything, across multi-byte characters', () => {
+    const tok = model.tokenizer();
+    const text =
+      'The quick brown fox jumps over the lazy dog. Grüße aus Köln — 日本語のテキスト 🎉👩‍👩‍👧 and ' +
+      'a naïve café. '.repeat(6) +
+      'Then the end: ✓ done';
+    const ids = tok.encode(text, { addSpecialTokens: false });
+    const decode = (x: readonly number[]) => tok.decode(x, { skipSpecialTokens: true });
+    for (const stops of [['日本'], ['🎉'], ['ße a'], ['✓ done'], ['Köln', 'fox'], ['café. a'], ['absent']]) {
+      const matcher = new StopStringMatcher(stops, decode);
+      let got: { at: number; cut: number; stop: string } | null = null;
+      for (let k = 1; k <= ids.length && !got; k++) {
+        const hit = matcher.check(ids.slice(0, k));
+        if (hit) got = { at: k, cut: hit.cut, stop: hit.stop };
+      }
+      // Reference: decode the whole prefix after every token.
+      let want: { at: number; cut: number; stop: string } | null = null;
+      for (let k = 1; k <= ids.length && !want; k++) {
+        const t = decode(ids.slice(0, k));
+        const found = stops
+          .map((s) => ({ at: k, cut: t.indexOf(s), stop: s }))
+          .filter((f) => f.cut >= 0)
+          .sort((a, b) => a.cut - b.cut)[0];
+        if (found) want = found;
+      }
+      expect(got).toEqual(want);
+      if (stops[0] !== 'absent') expect(want).not.toBeNull();
+    }
   });
 });
 

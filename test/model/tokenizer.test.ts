@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { buildTinyTokenizer, TINY_CHAT_TEMPLATE } from '../../lib/model/tiny-tokenizer.ts';
 import { Tokenizer } from '../../lib/model/tokenizer.ts';
+import { UserError } from '../../lib/errors.ts';
 
 const files = buildTinyTokenizer();
 const tok = Tokenizer.fromJson(files.tokenizerJson, files.tokenizerConfig);
@@ -181,10 +182,11 @@ describe('chat template', () => {
 });
 
 describe('errors', () => {
-  it('decode rejects ids outside the vocabulary', () => {
+  it('decode rejects ids outside the vocabulary (a user error: e.g. a model row past the tokenizer)', () => {
     expect(() => tok.decode([5, 512])).toThrow(
       /token id 512 is outside the tokenizer's vocabulary \[0, 512\)/,
     );
+    expect(() => tok.decode([786])).toThrow(UserError);
     expect(tok.decode([])).toBe('');
   });
 
