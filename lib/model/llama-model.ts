@@ -38,7 +38,7 @@ import { KvCache } from './kv-cache.ts';
 import { buildLlamaGraph, type LlamaGraph } from './llama-graph.ts';
 import { loadModelWeights, type ModelWeightsOptions, type WeightSource } from './model-weights.ts';
 import type { ProjectionHooks } from './projection.ts';
-import { positionRange, ropeCosSin, ropeInverseFrequencies } from './rope-frequencies.ts';
+import { RopeTableCache, ropeCosSin, ropeInverseFrequencies } from './rope-frequencies.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
 export interface LoadModelOptions {
@@ -118,6 +118,7 @@ export class LlamaModel {
   private readonly sessions = new Map<RunKind, Session>();
   private readonly decodeSessions = new Map<number, Session>();
   private tokenizerCache: Tokenizer | null = null;
+  private readonly ropeTables: RopeTableCache;
 
   private constructor(
     readonly config: LlamaConfig,
@@ -126,6 +127,7 @@ export class LlamaModel {
     readonly options: LoadModelOptions,
   ) {
     this.invFreq = ropeInverseFrequencies(config);
+    this.ropeTables = new RopeTableCache(this.invFreq);
   }
 
   /** Opens a HF checkpoint directory and prepares its weights (see model-weights.ts for the memory behaviour). */
@@ -307,7 +309,7 @@ export class LlamaModel {
 
   /** Feeds of the main graph for a padded batch: ids, mask, and RoPE tables for positions 0..seq−1. */
   batchFeeds(p: PaddedBatch): Record<string, Feed> {
-    const { cos, sin } = ropeCosSin(this.invFreq, positionRange(0, p.seq));
+    const { cos, sin } = this.ropeTables.get(p.seq);
     const half = this.config.headDim / 2;
     return {
       input_ids: { data: p.ids, dims: [p.batch, p.seq] },

@@ -76,3 +76,22 @@ export function ropeCosSin(
 export function positionRange(start: number, count: number): number[] {
   return Array.from({ length: count }, (_, i) => start + i);
 }
+
+/**
+ * cos/sin tables for positions 0…seqLen−1, built once per sequence length (a run sees a few bucketed lengths,
+ * and rebuilding costs seqLen · head_dim/2 cos and sin per batch). The tables are shared: never write to them.
+ */
+export class RopeTableCache {
+  private readonly tables = new Map<number, { cos: Float32Array; sin: Float32Array }>();
+
+  constructor(private readonly invFreq: Float32Array) {}
+
+  get(seqLen: number): { cos: Float32Array; sin: Float32Array } {
+    let t = this.tables.get(seqLen);
+    if (!t) {
+      t = ropeCosSin(this.invFreq, positionRange(0, seqLen));
+      this.tables.set(seqLen, t);
+    }
+    return t;
+  }
+}

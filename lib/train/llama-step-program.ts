@@ -25,7 +25,7 @@ import type { LlamaConfig } from '../model/config.ts';
 import { buildLlamaGraph } from '../model/llama-graph.ts';
 import type { WeightSource } from '../model/model-weights.ts';
 import type { ProjectionHooks } from '../model/projection.ts';
-import { positionRange, ropeCosSin, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
+import { RopeTableCache, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
 import { countTargets, type StepProgram, type TokenBatch, type TrainableSpec } from './step-program.ts';
 
 export interface LlamaStepProgramOptions {
@@ -142,8 +142,14 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
     { inputs: evaluation.sessionInputs, outputs: { loss: evaluation.loss } },
     sessionOptions,
   );
-  const invFreq = ropeInverseFrequencies(config);
+  const ropeTables = new RopeTableCache(ropeInverseFrequencies(config));
   const half = config.headDim / 2;
+  /** The 0/1 mask as the int64 the graph takes (a plain loop: BigInt() per element is slow). */
+  const int64Mask = (mask: Uint8Array): BigInt64Array => {
+    const out = new BigInt64Array(mask.length);
+    for (let i = 0; i < mask.length; i++) if (mask[i]) out[i] = 1n;
+    return out;
+  };
 
   const feeds = (batch: TokenBatch, params: ReadonlyMap<string, Float32Array>): Record<string, Feed> => {
     if (batch.segmentIds) {
@@ -155,10 +161,10 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
       );
     }
     const dims = [batch.batchSize, batch.seqLen];
-    const { cos, sin } = ropeCosSin(invFreq, positionRange(0, batch.seqLen));
+    const { cos, sin } = ropeTables.get(batch.seqLen);
     const f: Record<string, Feed> = {
       input_ids: { data: batch.inputIds, dims },
-      attention_mask: { data: BigInt64Array.from(batch.attentionMask, (m) => BigInt(m)), dims },
+      attention_mask: { data: int64Mask(batch.attentionMask), dims },
       rope_cos: { data: cos, dims: [batch.seqLen, half] },
       rope_sin: { data: sin, dims: [batch.seqLen, half] },
       labels: { data: batch.labels, dims },
