@@ -176,6 +176,7 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
   return {
     trainables,
     supportsPacking: false,
+    maxSeqLen: config.maxPositionEmbeddings,
     async lossAndGrads(batch, params) {
       const f = feeds(batch, params);
       // A seed per micro-batch (set by the trainer from its position in the data), so resumed runs draw the

@@ -87,12 +87,18 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       );
     }
     const tokenizer = base.checkpoint.tokenizer();
-    const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
+    // Padding is masked out of attention and loss, so any id the embedding has will do: the tokenizer's pad
+    // token unless it was added past the model's rows (a common `<pad>` at id vocab_size), else EOS.
+    const padId =
+      tokenizer.padId !== null && tokenizer.padId < config.vocabSize
+        ? tokenizer.padId
+        : (tokenizer.eosId ?? 0);
     const data = await prepareTrainingData({
       train: opts.train,
       ...(opts.eval && opts.eval.length ? { eval: opts.eval } : {}),
       tokenizer,
       config: training,
+      vocabSize: config.vocabSize,
       warn,
     });
     const plan = planAdapter(config, opts.adapter);

@@ -66,6 +66,11 @@ export interface StepProgram {
    * the samples of a packed row.
    */
   readonly supportsPacking?: boolean;
+  /**
+   * The longest sequence the program accepts (a LLaMA's max_position_embeddings), if it has a limit: the trainer
+   * pads batches no further than this.
+   */
+  readonly maxSeqLen?: number;
   /** Summed loss, counted tokens, gradients of the summed loss. */
   lossAndGrads(batch: TokenBatch, params: ReadonlyMap<string, Float32Array>): Promise<StepResult>;
   /** Summed loss and counted tokens only (evaluation). */

@@ -150,6 +150,11 @@ export interface CollateOptions {
   padId: number;
   /** Round the sequence length up to a multiple of this (fewer distinct shapes, fewer ORT session compiles). */
   padToMultipleOf: number;
+  /**
+   * The longest sequence the program accepts (the model's max_position_embeddings): rounding up stops there, so
+   * a limit that is not a multiple of padToMultipleOf still takes batches of up to that many tokens.
+   */
+  maxSeqLen?: number;
 }
 
 function roundUp(n: number, multiple: number): number {
@@ -187,9 +192,11 @@ function collateRows(
 ): TokenBatch {
   if (rows.length === 0) throw new Error('collate: no samples');
   const rowLen = rows.map((r) => r.reduce((n, s) => n + s.ids.length, 0));
-  const seqLen = roundUp(
-    rowLen.reduce((m, n) => Math.max(m, n), 0),
-    Math.max(1, opts.padToMultipleOf),
+  const longest = rowLen.reduce((m, n) => Math.max(m, n), 0);
+  // Never below the longest row: a row past the limit is the program's to refuse, with its own message.
+  const seqLen = Math.max(
+    longest,
+    Math.min(roundUp(longest, Math.max(1, opts.padToMultipleOf)), opts.maxSeqLen ?? Infinity),
   );
   const batchSize = rows.length;
   const inputIds = new BigInt64Array(batchSize * seqLen).fill(BigInt(opts.padId));

@@ -394,7 +394,11 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
       evalSet.map((s) => s.ids.length),
       config.evalBatchSize ?? config.microBatchSize,
     );
-    const collateOpts = { padId: opts.padId, padToMultipleOf: config.padToMultipleOf };
+    const collateOpts = {
+      padId: opts.padId,
+      padToMultipleOf: config.padToMultipleOf,
+      ...(program.maxSeqLen !== undefined ? { maxSeqLen: program.maxSeqLen } : {}),
+    };
     const makeBatch = (plan: MicroBatchPlan, samples: readonly TokenizedSample[]): TokenBatch =>
       config.packing
         ? collatePacked(

@@ -49,6 +49,11 @@ export interface PrepareOptions {
   eval?: string | readonly string[];
   tokenizer: Tokenizer;
   config: TrainConfig;
+  /**
+   * The model's vocab_size: a token id at or past it (a token the tokenizer added that the model has no embedding
+   * row for) is a UserError naming the record. Absent: not checked.
+   */
+  vocabSize?: number;
   warn?: (message: string) => void;
   /** Shorten file names in reports relative to this directory. */
   displayRoot?: string;
@@ -105,11 +110,26 @@ export async function prepareTrainingData(opts: PrepareOptions): Promise<Trainin
   const tooLong: (RecordSource & { length: number })[] = [];
   const noTargets: (RecordSource & { length: number })[] = [];
   const truncated: (RecordSource & { length: number })[] = [];
+  // Every id is below the tokenizer's size, so only a tokenizer larger than the model needs the check.
+  const vocabSize =
+    opts.vocabSize !== undefined && tokenizer.vocabSize > opts.vocabSize ? opts.vocabSize : null;
+  const checkIds = (sample: TokenizedSample) => {
+    if (vocabSize === null) return;
+    const bad = sample.ids.find((id) => id >= vocabSize);
+    if (bad === undefined) return;
+    const token = tokenizer.idToToken(bad);
+    throw new UserError(
+      `${sample.source.file}:${sample.source.line}: token id ${bad}${token === undefined ? '' : ` (${JSON.stringify(token)})`} ` +
+        `is outside the model's vocabulary (vocab_size ${vocabSize}): the tokenizer has tokens the model has no ` +
+        "embedding for; use the model's own tokenizer files, or remove that token from the data",
+    );
+  };
   const tokenizeAll = (records: readonly DatasetRecord[]): TokenizedSample[] => {
     const out: TokenizedSample[] = [];
     for (const r of records) {
       const t = tokenizeRecord(r, tokenizer, tokOpts);
       if ('sample' in t) {
+        checkIds(t.sample);
         out.push(t.sample);
         if (t.sample.truncated) truncated.push({ ...t.sample.source, length: t.sample.ids.length });
       } else {

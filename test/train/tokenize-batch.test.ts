@@ -151,6 +151,17 @@ describe('collation', () => {
     expect(collate([b], { padId: 0, padToMultipleOf: 8 }).seqLen).toBe(8);
   });
 
+  it('rounds up no further than maxSeqLen (a limit that is not a multiple of padToMultipleOf)', () => {
+    const five = sample([1, 2, 3, 4, 5], [0, 1, 1, 1, 1]);
+    expect(collate([five], { padId: 0, padToMultipleOf: 4, maxSeqLen: 6 }).seqLen).toBe(6);
+    expect(collate([five], { padId: 0, padToMultipleOf: 4, maxSeqLen: 5 }).seqLen).toBe(5);
+    expect(collate([five], { padId: 0, padToMultipleOf: 4, maxSeqLen: 100 }).seqLen).toBe(8);
+    // A row past the limit is not cut: the program refuses it with its own message.
+    expect(collate([five], { padId: 0, padToMultipleOf: 4, maxSeqLen: 3 }).seqLen).toBe(5);
+    const packed = collatePacked([[five, five]], { padId: 0, padToMultipleOf: 8, maxSeqLen: 12 });
+    expect(packed.seqLen).toBe(12);
+  });
+
   it('packed rows restart positions per sample and never predict across a sample boundary', () => {
     const a = sample([10, 11, 12], [0, 1, 1]);
     const b = sample([20, 21, 22], [0, 1, 1]);
