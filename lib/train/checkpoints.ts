@@ -14,9 +14,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
+import { writeFileAtomic } from '../model/checkpoint.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import type { TrainableSpec } from './step-program.ts';
 
@@ -106,19 +107,6 @@ async function fsyncDir(dir: string): Promise<void> {
   } catch {
     /* best effort */
   }
-}
-
-/** Writes a file atomically: temporary name, flush, rename. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
 }
 
 function tensorList(
@@ -281,7 +269,8 @@ export class CheckpointStore {
                   'the checkpoint belongs to a different adapter configuration',
               );
             }
-            maps[k]!.set(s.name, Float32Array.from(await st.readFloat32(name)));
+            // An F32 tensor read into a fresh buffer of its own: no copy needed.
+            maps[k]!.set(s.name, await st.readFloat32(name));
           }
         }
         return maps;

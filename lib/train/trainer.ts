@@ -17,12 +17,12 @@ import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, isUserError } from '../errors.ts';
 import { fnv1a } from '../engine/random.ts';
+import { writeFileAtomic } from '../model/checkpoint.ts';
 import { AdamW } from './adamw.ts';
 import {
   CHECKPOINT_FORMAT_VERSION,
   CheckpointStore,
   METRICS_FILE,
-  writeFileAtomic,
   type CheckpointContents,
   type CheckpointHooks,
   type CheckpointInfo,

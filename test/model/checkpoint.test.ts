@@ -9,6 +9,7 @@ import {
   expectedTensorShapes,
   openCheckpoint,
   writeCheckpoint,
+  writeFileAtomic,
   type CheckpointTensorInput,
 } from '../../lib/model/checkpoint.ts';
 import { parseLlamaConfig } from '../../lib/model/config.ts';
@@ -268,6 +269,19 @@ describe('writing', () => {
     expect(existsSync(join(dir, 'config.json'))).toBe(false);
     expect((await readdir(dir)).filter((e) => e.includes('.tmp-'))).toEqual([]);
     await expect(openCheckpoint(dir)).rejects.toThrow(/no config\.json.*interrupted/);
+  });
+
+  it('writeFileAtomic replaces a file whole, and a failed write leaves neither a change nor a temporary file', async () => {
+    // The one atomic writer (training checkpoints use it too).
+    const dir = join(root, 'atomic-file');
+    await mkdir(dir, { recursive: true });
+    const path = join(dir, 'state.json');
+    await writeFileAtomic(path, '{"step": 1}\n');
+    await writeFileAtomic(path, '{"step": 2}\n');
+    expect(await readFile(path, 'utf8')).toBe('{"step": 2}\n');
+    await expect(writeFileAtomic(path, 42 as unknown as string)).rejects.toThrow();
+    expect(await readFile(path, 'utf8')).toBe('{"step": 2}\n');
+    expect(await readdir(dir)).toEqual(['state.json']);
   });
 
   it('rewriting a directory in another layout removes the stale weight files', async () => {
