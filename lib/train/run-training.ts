@@ -16,7 +16,7 @@ import type { AdapterConfig } from '../adapters/adapter-config.ts';
 import { baseRowNorms } from '../adapters/adapted-model.ts';
 import { createAdapterRuntime } from '../adapters/adapter-runtime.ts';
 import { saveAdapter } from '../adapters/adapter-files.ts';
-import { planAdapter } from '../adapters/planner.ts';
+import { resolveTargets } from '../adapters/targets.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import type { CheckpointHooks } from './checkpoints.ts';
@@ -102,18 +102,20 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       vocabSize: config.vocabSize,
       warn,
     });
-    const plan = planAdapter(config, opts.adapter);
+    // DoRA starts its magnitudes at the base weights' row norms, which the runtime takes when it is built (as
+    // loadAdapterFor does for a saved adapter); the runtime plans the adapter once, for both.
     const norms =
       opts.adapter.type === 'dora'
         ? await baseRowNorms(
             base,
-            plan.targets.map((t) => t.name),
+            resolveTargets(config, opts.adapter).map((t) => t.name),
           )
         : null;
     const runtime = createAdapterRuntime(config, opts.adapter, {
       seed: training.seed,
       ...(norms ? { baseRowNorms: (m: string) => norms.get(m)! } : {}),
     });
+    const plan = runtime.plan;
     program = createLlamaStepProgram({
       config,
       weights: base.weights,
