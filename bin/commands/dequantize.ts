@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { UserError } from '../../lib/errors.ts';
 import { parseFloatDtype } from '../../lib/model/dtype-convert.ts';
 import { dequantizeCheckpoint } from '../../lib/quant/dequantize-checkpoint.ts';
-import { createProgressReporter } from './quantize.ts';
+import { createPhaseProgress } from '../../lib/train/progress.ts';
 
 interface DequantizeCliOptions {
   model: string;
@@ -38,7 +38,7 @@ export function registerDequantize(program: Command): void {
           throw new UserError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
         dtype = d;
       }
-      const reporter = createProgressReporter('dequantize');
+      const reporter = createPhaseProgress('dequantize');
       let result;
       try {
         result = await dequantizeCheckpoint({

@@ -4,9 +4,9 @@
  * Progress is a bar on a terminal and JSON lines on stderr otherwise; the result goes to stdout.
  */
 import type { Command } from 'commander';
-import cliProgress from 'cli-progress';
 import { UserError } from '../../lib/errors.ts';
 import { quantizeCheckpoint, type QuantizeProgress } from '../../lib/quant/quantize-checkpoint.ts';
+import { createPhaseProgress } from '../../lib/train/progress.ts';
 
 interface QuantizeCliOptions {
   model: string;
@@ -46,60 +46,6 @@ export function parseByteSize(value: string, flag: string): number {
   return bytes;
 }
 
-export interface ProgressReporter {
-  /** `done`/`total` in any unit; `label` says what is being done; `extra` goes into the JSON line. */
-  update(phase: string, done: number, total: number, label: string, extra?: Record<string, unknown>): void;
-  stop(): void;
-}
-
-/**
- * A bar on stderr when it is a terminal; otherwise JSON lines on stderr, at most one per percent per phase
- * (a 7B model has thousands of tensors), so logs stay readable and stdout stays clean for the result.
- */
-export function createProgressReporter(command: string): ProgressReporter {
-  if (process.stderr.isTTY) {
-    let bar: cliProgress.SingleBar | null = null;
-    let barPhase = '';
-    return {
-      update(phase, done, total, label) {
-        if (!bar || phase !== barPhase) {
-          bar?.stop();
-          bar = new cliProgress.SingleBar(
-            {
-              format: `${command} ${phase.padEnd(9)} |{bar}| {percentage}% | {label}`,
-              stream: process.stderr,
-              hideCursor: true,
-              clearOnComplete: false,
-            },
-            cliProgress.Presets.shades_classic,
-          );
-          bar.start(total, 0, { label });
-          barPhase = phase;
-        }
-        bar.setTotal(total);
-        bar.update(done, { label });
-      },
-      stop() {
-        bar?.stop();
-      },
-    };
-  }
-  let lastPhase = '';
-  let lastPercent = -1;
-  return {
-    update(phase, done, total, label, extra = {}) {
-      const percent = total > 0 ? Math.floor((100 * done) / total) : 100;
-      if (phase === lastPhase && percent === lastPercent) return;
-      lastPhase = phase;
-      lastPercent = percent;
-      process.stderr.write(
-        `${JSON.stringify({ event: 'progress', command, phase, percent, done, total, label, ...extra })}\n`,
-      );
-    },
-    stop() {},
-  };
-}
-
 export function registerQuantize(program: Command): void {
   program
     .command('quantize')
@@ -126,7 +72,7 @@ export function registerQuantize(program: Command): void {
       if (opts.format !== 'nf4' && opts.format !== 'int4') {
         throw new UserError(`--format must be nf4 or int4, got "${opts.format}"`);
       }
-      const reporter = createProgressReporter('quantize');
+      const reporter = createPhaseProgress('quantize');
       const onProgress = (e: QuantizeProgress) => {
         if (e.phase === 'quantize') {
           reporter.update('quantize', e.bytesDone, e.bytesTotal, `${e.index}/${e.count} ${e.tensor}`, {

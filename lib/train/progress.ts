@@ -1,11 +1,27 @@
 /**
- * How training shows progress: a cli-progress bar with ETA when the log stream is a terminal, one JSON object per
- * line otherwise (containers, CI, Batch logs), or nothing. The metrics file is separate and always complete; this
- * is only what a person or a log collector watches.
+ * How long-running work shows progress: a cli-progress bar when the log stream is a terminal, one JSON object per
+ * line otherwise (containers, CI, Batch logs), or nothing. Two reporters share that policy: training's (steps,
+ * loss, ETA; the metrics file is separate and always complete, this is only what a person or a log collector
+ * watches) and the phase reporter of `moka quantize` / `moka dequantize` (done/total per phase).
  */
 import cliProgress from 'cli-progress';
 
 export type ProgressMode = 'auto' | 'bar' | 'json' | 'none';
+
+type LogStream = NodeJS.WritableStream & { isTTY?: boolean };
+
+/** 'auto' is a bar on a terminal and JSON lines anywhere else. */
+export function resolveProgressMode(mode: ProgressMode, stream: LogStream): 'bar' | 'json' | 'none' {
+  return mode === 'auto' ? (stream.isTTY ? 'bar' : 'json') : mode;
+}
+
+function jsonLines(stream: LogStream): (obj: Record<string, unknown>) => void {
+  return (obj) => stream.write(`${JSON.stringify(obj)}\n`);
+}
+
+function progressBar(format: string, stream: LogStream): cliProgress.SingleBar {
+  return new cliProgress.SingleBar({ format, stream, hideCursor: true }, cliProgress.Presets.shades_classic);
+}
 
 export interface StepReport {
   step: number;
@@ -31,13 +47,13 @@ const fmt = (x: number | undefined, digits = 4) =>
 
 export function createProgress(
   mode: ProgressMode,
-  stream: NodeJS.WritableStream & { isTTY?: boolean },
+  stream: LogStream,
   opts: { logEvery: number; startStep: number; totalSteps: number },
 ): ProgressReporter {
-  const resolved = mode === 'auto' ? (stream.isTTY ? 'bar' : 'json') : mode;
+  const resolved = resolveProgressMode(mode, stream);
   if (resolved === 'none') return { event() {}, step() {}, close() {} };
   if (resolved === 'json') {
-    const write = (obj: Record<string, unknown>) => stream.write(`${JSON.stringify(obj)}\n`);
+    const write = jsonLines(stream);
     return {
       event: (name, fields) => write({ event: name, ...fields }),
       step(r) {
@@ -48,14 +64,9 @@ export function createProgress(
       close() {},
     };
   }
-  const bar = new cliProgress.SingleBar(
-    {
-      format:
-        'train |{bar}| {value}/{total} steps | loss {loss} | eval {evalLoss} | lr {lr} | {tps} tok/s | ETA {etaText}',
-      stream,
-      hideCursor: true,
-    },
-    cliProgress.Presets.shades_classic,
+  const bar = progressBar(
+    'train |{bar}| {value}/{total} steps | loss {loss} | eval {evalLoss} | lr {lr} | {tps} tok/s | ETA {etaText}',
+    stream,
   );
   let started = false;
   let stopped = false;
@@ -94,6 +105,59 @@ export function createProgress(
     close() {
       if (started && !stopped) bar.stop();
       stopped = true;
+    },
+  };
+}
+
+export interface PhaseProgressReporter {
+  /** `done`/`total` in any unit; `label` says what is being done; `extra` goes into the JSON line. */
+  update(phase: string, done: number, total: number, label: string, extra?: Record<string, unknown>): void;
+  stop(): void;
+}
+
+/**
+ * Progress of a command that works through phases (quantize, write, …): a bar per phase on a terminal; otherwise
+ * JSON lines `{"event": "progress", command, phase, percent, done, total, label, ...extra}`, at most one per
+ * percent per phase (a 7B model has thousands of tensors), so logs stay readable. Default: stderr, mode auto,
+ * which keeps stdout clean for the command's result.
+ */
+export function createPhaseProgress(
+  command: string,
+  opts: { mode?: ProgressMode; stream?: LogStream } = {},
+): PhaseProgressReporter {
+  const stream = opts.stream ?? process.stderr;
+  const resolved = resolveProgressMode(opts.mode ?? 'auto', stream);
+  if (resolved === 'none') return { update() {}, stop() {} };
+  if (resolved === 'json') {
+    const write = jsonLines(stream);
+    let lastPhase = '';
+    let lastPercent = -1;
+    return {
+      update(phase, done, total, label, extra = {}) {
+        const percent = total > 0 ? Math.floor((100 * done) / total) : 100;
+        if (phase === lastPhase && percent === lastPercent) return;
+        lastPhase = phase;
+        lastPercent = percent;
+        write({ event: 'progress', command, phase, percent, done, total, label, ...extra });
+      },
+      stop() {},
+    };
+  }
+  let bar: cliProgress.SingleBar | null = null;
+  let barPhase = '';
+  return {
+    update(phase, done, total, label) {
+      if (!bar || phase !== barPhase) {
+        bar?.stop();
+        bar = progressBar(`${command} ${phase.padEnd(9)} |{bar}| {percentage}% | {label}`, stream);
+        bar.start(total, 0, { label });
+        barPhase = phase;
+      }
+      bar.setTotal(total);
+      bar.update(done, { label });
+    },
+    stop() {
+      bar?.stop();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createProgress, formatDuration } from '../../lib/train/progress.ts';
+import { createPhaseProgress, createProgress, formatDuration } from '../../lib/train/progress.ts';
 
 describe('progress', () => {
   it('formats the ETA compactly', () => {
@@ -18,5 +18,34 @@ describe('progress', () => {
     for (let step = 1; step <= 6; step++)
       json.step({ ...report, step, ...(step === 3 ? { evalLoss: 2 } : {}) });
     expect(lines.map((l) => (JSON.parse(l) as { step: number }).step)).toEqual([3, 4, 6]);
+  });
+
+  it('phase progress (quantize, dequantize): JSON lines off a terminal, at most one per percent per phase', () => {
+    const lines: string[] = [];
+    const stream = { write: (s: string) => lines.push(s) > 0 } as unknown as NodeJS.WritableStream;
+    const p = createPhaseProgress('quantize', { stream });
+    for (let done = 0; done <= 1000; done += 5) p.update('quantize', done, 1000, `t${done}`, { tensor: 'w' });
+    p.update('write', 0, 10, 'model.safetensors');
+    p.update('write', 10, 10, 'model.safetensors');
+    p.stop();
+    const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events.filter((e) => e.phase === 'quantize')).toHaveLength(101);
+    expect(events[1]).toEqual({
+      event: 'progress',
+      command: 'quantize',
+      phase: 'quantize',
+      percent: 1,
+      done: 10,
+      total: 1000,
+      label: 't10',
+      tensor: 'w',
+    });
+    expect(events.slice(-2).map((e) => [e.phase, e.percent])).toEqual([
+      ['write', 0],
+      ['write', 100],
+    ]);
+    lines.length = 0;
+    createPhaseProgress('dequantize', { stream, mode: 'none' }).update('write', 1, 2, 'x');
+    expect(lines).toEqual([]);
   });
 });
