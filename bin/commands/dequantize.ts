@@ -1,9 +1,8 @@
 /** `moka dequantize`: a 4-bit checkpoint (NF4 or int4) → a plain 16/32-bit Hugging Face checkpoint. */
 import type { Command } from 'commander';
-import { UserError } from '../../lib/errors.ts';
-import { parseFloatDtype } from '../../lib/model/dtype-convert.ts';
 import { dequantizeCheckpoint } from '../../lib/quant/dequantize-checkpoint.ts';
 import { createPhaseProgress } from '../../lib/train/progress.ts';
+import { parseStorageDtype } from './cli-helpers.ts';
 
 interface DequantizeCliOptions {
   model: string;
@@ -31,13 +30,7 @@ export function registerDequantize(program: Command): void {
     .option('--force', 'replace whatever the output directory holds')
     .option('--json', 'print the result as JSON')
     .action(async (opts: DequantizeCliOptions) => {
-      let dtype: 'F32' | 'F16' | 'BF16' | undefined;
-      if (opts.dtype !== undefined) {
-        const d = parseFloatDtype(opts.dtype);
-        if (d === null || d === 'F64')
-          throw new UserError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
-        dtype = d;
-      }
+      const dtype = opts.dtype === undefined ? undefined : parseStorageDtype(opts.dtype);
       const reporter = createPhaseProgress('dequantize');
       let result;
       try {

@@ -1,7 +1,7 @@
 /** `moka export-onnx`: a model (with its adapter, merged or not) as a standalone ONNX model. */
 import type { Command } from 'commander';
 import { exportOnnx } from '../../lib/adapters/export-onnx.ts';
-import { parseInteger } from './model-options.ts';
+import { parseInteger } from './cli-helpers.ts';
 
 export function registerExportOnnx(program: Command): void {
   program

@@ -1,13 +1,8 @@
 /** `moka generate`: continue a prompt with a model (greedy by default, or sampled), printing the continuation. */
 import type { Command } from 'commander';
 import { generateText } from '../../lib/model/generation.ts';
-import {
-  addModelOptions,
-  loadCommandModel,
-  parseInteger,
-  parseNumber,
-  type ModelCommandOptions,
-} from './model-options.ts';
+import { collect, parseInteger, parseNumber } from './cli-helpers.ts';
+import { addModelOptions, loadCommandModel, type ModelCommandOptions } from './model-options.ts';
 
 interface GenerateCommandOptions extends ModelCommandOptions {
   prompt: string;
@@ -21,8 +16,6 @@ interface GenerateCommandOptions extends ModelCommandOptions {
   system?: string;
   json?: boolean;
 }
-
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerGenerate(program: Command): void {
   addModelOptions(

@@ -1,8 +1,8 @@
 /** `moka init-tiny`: write a small random LLaMA checkpoint (HF layout, real tokenizer) for tests and trials. */
 import type { Command } from 'commander';
-import { UserError } from '../../lib/errors.ts';
-import { parseFloatDtype, torchDtypeName } from '../../lib/model/dtype-convert.ts';
+import { torchDtypeName } from '../../lib/model/dtype-convert.ts';
 import { writeTinyCheckpoint, type TinyDtype } from '../../lib/model/tiny-checkpoint.ts';
+import { parseInteger, parsePositiveNumber, parseStorageDtype } from './cli-helpers.ts';
 
 interface InitTinyOptions {
   out: string;
@@ -22,20 +22,6 @@ interface InitTinyOptions {
   maxPositions: string;
   force?: boolean;
   json?: boolean;
-}
-
-function int(value: string, flag: string, min = 1): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
-    throw new UserError(`${flag} must be an integer >= ${min}, got "${value}"`);
-  }
-  return n;
-}
-
-function positiveNumber(value: string, flag: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new UserError(`${flag} must be a positive number, got "${value}"`);
-  return n;
 }
 
 export function registerInitTiny(program: Command): void {
@@ -62,29 +48,26 @@ export function registerInitTiny(program: Command): void {
     .option('--force', 'write into a non-empty directory, replacing its checkpoint files')
     .option('--json', 'print a JSON summary')
     .action(async (opts: InitTinyOptions) => {
-      const dtype = parseFloatDtype(opts.dtype);
-      if (dtype === null || dtype === 'F64') {
-        throw new UserError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
-      }
+      const dtype = parseStorageDtype(opts.dtype);
       const result = await writeTinyCheckpoint({
         dir: opts.out,
-        seed: int(opts.seed, '--seed', 0),
+        seed: parseInteger(opts.seed, '--seed', 0),
         dtype: torchDtypeName(dtype) as TinyDtype,
-        shards: int(opts.shards, '--shards'),
+        shards: parseInteger(opts.shards, '--shards', 1),
         tieWordEmbeddings: opts.tied ?? false,
-        numLayers: int(opts.layers, '--layers'),
-        hiddenSize: int(opts.hidden, '--hidden'),
-        intermediateSize: int(opts.intermediate, '--intermediate'),
-        numHeads: int(opts.heads, '--heads'),
-        numKvHeads: int(opts.kvHeads, '--kv-heads'),
-        headDim: opts.headDim === undefined ? undefined : int(opts.headDim, '--head-dim'),
-        vocabSize: opts.vocab === undefined ? undefined : int(opts.vocab, '--vocab'),
-        ropeTheta: positiveNumber(opts.ropeTheta, '--rope-theta'),
+        numLayers: parseInteger(opts.layers, '--layers', 1),
+        hiddenSize: parseInteger(opts.hidden, '--hidden', 1),
+        intermediateSize: parseInteger(opts.intermediate, '--intermediate', 1),
+        numHeads: parseInteger(opts.heads, '--heads', 1),
+        numKvHeads: parseInteger(opts.kvHeads, '--kv-heads', 1),
+        headDim: opts.headDim === undefined ? undefined : parseInteger(opts.headDim, '--head-dim', 1),
+        vocabSize: opts.vocab === undefined ? undefined : parseInteger(opts.vocab, '--vocab', 1),
+        ropeTheta: parsePositiveNumber(opts.ropeTheta, '--rope-theta'),
         ropeScaling:
           opts.ropeScalingFactor === undefined
             ? null
-            : { factor: positiveNumber(opts.ropeScalingFactor, '--rope-scaling-factor') },
-        maxPositionEmbeddings: int(opts.maxPositions, '--max-positions'),
+            : { factor: parsePositiveNumber(opts.ropeScalingFactor, '--rope-scaling-factor') },
+        maxPositionEmbeddings: parseInteger(opts.maxPositions, '--max-positions', 1),
         force: opts.force ?? false,
       });
       const c = result.config;

@@ -1,9 +1,7 @@
 /** `moka merge`: write base model + adapter as one full-precision Hugging Face checkpoint. */
 import type { Command } from 'commander';
-import { UserError } from '../../lib/errors.ts';
-import { mergeCheckpoint, type MergeDtype } from '../../lib/adapters/merge-checkpoint.ts';
-
-const DTYPES: Record<string, MergeDtype> = { f32: 'F32', fp32: 'F32', f16: 'F16', fp16: 'F16', bf16: 'BF16' };
+import { mergeCheckpoint } from '../../lib/adapters/merge-checkpoint.ts';
+import { parseStorageDtype } from './cli-helpers.ts';
 
 export function registerMerge(program: Command): void {
   program
@@ -17,8 +15,7 @@ export function registerMerge(program: Command): void {
     .option('--dtype <dtype>', 'output weights: f32, f16 or bf16', 'f32')
     .option('--force', 'replace a non-empty output directory')
     .action(async (opts: { model: string; adapter: string; out: string; dtype: string; force?: boolean }) => {
-      const dtype = DTYPES[opts.dtype.toLowerCase()];
-      if (!dtype) throw new UserError(`--dtype must be f32, f16 or bf16, got "${opts.dtype}"`);
+      const dtype = parseStorageDtype(opts.dtype);
       const r = await mergeCheckpoint({ ...opts, dtype });
       process.stdout.write(`merged ${r.mergedModules} projections into ${r.tensors} tensors: ${r.out}\n`);
     });

@@ -4,7 +4,7 @@
  * targets. Reads only config.json, so it works on a laptop for any model size.
  */
 import type { Command } from 'commander';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { UserError } from '../../lib/errors.ts';
 import { parseLlamaConfig, type LlamaConfig } from '../../lib/model/config.ts';
@@ -29,6 +29,7 @@ import {
 } from '../../lib/adapters/planner.ts';
 import { formatKroneckerShape } from '../../lib/adapters/kronecker-shapes.ts';
 import { parseLayerList, resolveTargets } from '../../lib/adapters/targets.ts';
+import { parseInteger, parseNumber, readJsonFile } from './cli-helpers.ts';
 
 interface PlanOptions {
   model?: string;
@@ -44,23 +45,6 @@ interface PlanOptions {
   decomposeFactor?: string;
   listShapes?: boolean;
   json?: boolean;
-}
-
-function readJson(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError(
-      `cannot read ${what} ${file}${code === 'ENOENT' ? ': no such file' : `: ${code ?? String(err)}`}`,
-    );
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new UserError(`${file} is not valid JSON: ${(err as Error).message}`);
-  }
 }
 
 /** The model config from --model DIR (DIR/config.json) or --config FILE, exactly one of them. */
@@ -84,14 +68,7 @@ function loadModel(opts: PlanOptions): { llama: LlamaConfig; source: string } {
       );
     file = join(opts.model, 'config.json');
   }
-  return { llama: parseLlamaConfig(readJson(file, 'model config'), file), source: file };
-}
-
-function parseIntFlag(value: string, flag: string, min: number): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min)
-    throw new UserError(`${flag} ${value}: expected a whole number ≥ ${min}`);
-  return n;
+  return { llama: parseLlamaConfig(readJsonFile(file, 'model config'), file), source: file };
 }
 
 const onlyFor = (flag: string, types: AdapterType[], type: AdapterType) => {
@@ -103,7 +80,7 @@ function buildAdapterConfig(opts: PlanOptions, llama: LlamaConfig): AdapterConfi
   let raw: Record<string, unknown> = {};
   let source = 'command-line flags';
   if (opts.adapterConfig !== undefined) {
-    const json = readJson(opts.adapterConfig, 'adapter config');
+    const json = readJsonFile(opts.adapterConfig, 'adapter config');
     if (json === null || typeof json !== 'object' || Array.isArray(json)) {
       throw new UserError(`${opts.adapterConfig} must hold a JSON object such as {"type": "moka"}`);
     }
@@ -127,7 +104,7 @@ function buildAdapterConfig(opts: PlanOptions, llama: LlamaConfig): AdapterConfi
   const plan = () => ({ ...((raw.plan as Record<string, unknown> | undefined) ?? {}) });
   if (opts.count !== undefined) {
     onlyFor('--count', ['moka', 'mokas'], type);
-    raw.plan = { ...plan(), count: parseIntFlag(opts.count, '--count', 1) };
+    raw.plan = { ...plan(), count: parseInteger(opts.count, '--count', 1) };
   }
   if (opts.gate !== undefined) {
     onlyFor('--gate', ['moka', 'mokas'], type);
@@ -135,11 +112,11 @@ function buildAdapterConfig(opts: PlanOptions, llama: LlamaConfig): AdapterConfi
   }
   if (opts.decomposeFactor !== undefined) {
     onlyFor('--decompose-factor', ['krona'], type);
-    raw.decomposeFactor = Number(opts.decomposeFactor);
+    raw.decomposeFactor = parseNumber(opts.decomposeFactor, '--decompose-factor');
   }
   if (opts.r !== undefined) {
     onlyFor('--r', ['lora', 'dora', 'krona'], type);
-    raw.r = parseIntFlag(opts.r, '--r', 1);
+    raw.r = parseInteger(opts.r, '--r', 1);
   }
   if (opts.budget !== undefined) {
     const budget = parseParamCount(opts.budget, '--budget');

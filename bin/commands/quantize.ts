@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { UserError } from '../../lib/errors.ts';
 import { quantizeCheckpoint, type QuantizeProgress } from '../../lib/quant/quantize-checkpoint.ts';
 import { createPhaseProgress } from '../../lib/train/progress.ts';
+import { parseInteger } from './cli-helpers.ts';
 
 interface QuantizeCliOptions {
   model: string;
@@ -19,14 +20,6 @@ interface QuantizeCliOptions {
   maxShardSize?: string;
   force?: boolean;
   json?: boolean;
-}
-
-export function parseIntFlag(value: string, flag: string): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) {
-    throw new UserError(`${flag} must be a positive integer, got "${value}"`);
-  }
-  return n;
 }
 
 /** "5GB", "500MB", "2GiB" or a byte count → bytes. */
@@ -89,7 +82,8 @@ export function registerQuantize(program: Command): void {
           modelDir: opts.model,
           outDir: opts.out,
           format: opts.format,
-          blockSize: opts.blockSize === undefined ? undefined : parseIntFlag(opts.blockSize, '--block-size'),
+          blockSize:
+            opts.blockSize === undefined ? undefined : parseInteger(opts.blockSize, '--block-size', 1),
           doubleQuant: opts.doubleQuant ?? false,
           symmetric: opts.symmetric ?? false,
           quantizeLmHead: opts.quantizeLmHead ?? false,

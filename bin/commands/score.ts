@@ -5,20 +5,14 @@
 import type { Command } from 'commander';
 import { UserError } from '../../lib/errors.ts';
 import { scoreContinuations } from '../../lib/model/scoring.ts';
-import {
-  addModelOptions,
-  loadCommandModel,
-  parseInteger,
-  type ModelCommandOptions,
-} from './model-options.ts';
+import { collect, parseInteger } from './cli-helpers.ts';
+import { addModelOptions, loadCommandModel, type ModelCommandOptions } from './model-options.ts';
 
 interface ScoreCommandOptions extends ModelCommandOptions {
   context: string;
   choice: string[];
   batchSize: string;
 }
-
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 export function registerScore(program: Command): void {
   addModelOptions(

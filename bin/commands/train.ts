@@ -6,7 +6,6 @@
  * checkpoint and exits 128 + the signal number, so a job scheduler sees the interruption and can retry.
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { UserError } from '../../lib/errors.ts';
 import {
@@ -16,11 +15,10 @@ import {
   type AdapterConfig,
   type AdapterType,
 } from '../../lib/adapters/adapter-config.ts';
-import type { ProviderChoice } from '../../lib/engine/index.ts';
 import type { ProgressMode } from '../../lib/train/progress.ts';
 import { runTraining } from '../../lib/train/run-training.ts';
 import { parseTrainConfig } from '../../lib/train/train-config.ts';
-import { parseInteger, parseNumber } from './model-options.ts';
+import { collect, parseInteger, parseNumber, parseProvider, readJsonFile } from './cli-helpers.ts';
 
 interface TrainCommandOptions {
   model: string;
@@ -39,24 +37,10 @@ interface TrainCommandOptions {
   progress: string;
 }
 
-const PROVIDERS: readonly ProviderChoice[] = ['cpu', 'cuda', 'webgpu', 'auto'];
 const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
-const collect = (value: string, previous: string[]) => [...previous, value];
 
 function readConfigFile(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError(`cannot read --config ${file}${code === 'ENOENT' ? ': no such file' : `: ${code}`}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new UserError(`--config ${file} is not valid JSON: ${(err as Error).message}`);
-  }
+  const json = readJsonFile(file, '--config');
   if (json === null || typeof json !== 'object' || Array.isArray(json)) {
     throw new UserError(`--config ${file} must hold a JSON object ({"training": {...}, "adapter": {...}})`);
   }
@@ -119,9 +103,7 @@ export function registerTrain(program: Command): void {
       if (opts.data.length === 0) {
         throw new UserError('give the training data with --data FILE_OR_DIR (JSON array or JSON Lines)');
       }
-      if (!PROVIDERS.includes(opts.provider as ProviderChoice)) {
-        throw new UserError(`--provider must be one of ${PROVIDERS.join(', ')}, got "${opts.provider}"`);
-      }
+      const provider = parseProvider(opts.provider);
       if (!PROGRESS.includes(opts.progress as ProgressMode)) {
         throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
       }
@@ -166,7 +148,7 @@ export function registerTrain(program: Command): void {
         training,
         adapter,
         resume: opts.resume ?? 'auto',
-        provider: opts.provider as ProviderChoice,
+        provider,
         ...(opts.threads !== undefined ? { intraOpThreads: parseInteger(opts.threads, '--threads', 1) } : {}),
         progress: opts.progress as ProgressMode,
       });
