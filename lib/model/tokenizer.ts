@@ -11,9 +11,6 @@
  * checkpoint's BOS handling and the continuation's tokens are those the joint encoding adds, so they never carry
  * special tokens.
  */
-import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../errors.ts';
 import {
@@ -247,35 +244,4 @@ export class Tokenizer {
   encodeChat(messages: readonly ChatMessage[], opts: RenderChatOptions = {}): number[] {
     return this.encode(this.renderChat(messages, opts), { addSpecialTokens: false });
   }
-}
-
-async function readJsonFile(path: string, what: string): Promise<unknown> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new UserError(`${path}: no such file (${what})`);
-    throw new UserError(`${path}: cannot read ${what} (${(err as Error).message})`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new UserError(`${path}: ${what} is not valid JSON (${(err as Error).message})`);
-  }
-}
-
-/**
- * Loads tokenizer.json and (if present) tokenizer_config.json from a directory. Prefer `Checkpoint.tokenizer()`
- * for a model directory: it also knows the extra EOS ids of config.json and generation_config.json.
- */
-export async function loadTokenizer(dir: string, opts: TokenizerLoadOptions = {}): Promise<Tokenizer> {
-  const jsonPath = join(dir, 'tokenizer.json');
-  const configPath = join(dir, 'tokenizer_config.json');
-  const tokenizerJson = await readJsonFile(jsonPath, 'the tokenizer');
-  const config = existsSync(configPath) ? await readJsonFile(configPath, 'the tokenizer config') : {};
-  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-    throw new UserError(`${configPath}: the tokenizer config must be a JSON object`);
-  }
-  return Tokenizer.fromJson(tokenizerJson, config as Record<string, unknown>, { source: jsonPath, ...opts });
 }

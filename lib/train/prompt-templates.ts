@@ -69,10 +69,6 @@ export const PROMPT_TEMPLATES: Readonly<Record<PromptTemplateName, PromptTemplat
   },
 };
 
-export function isPromptTemplateName(name: string): name is PromptTemplateName {
-  return (PROMPT_TEMPLATE_NAMES as readonly string[]).includes(name);
-}
-
 /** The prompt text of an instruction record under a named template. */
 export function renderPrompt(name: PromptTemplateName, instruction: string, input: string): string {
   return PROMPT_TEMPLATES[name].render(instruction, input);

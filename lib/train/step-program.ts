@@ -12,10 +12,10 @@
  * that are not −100.
  */
 import { UserError } from '../errors.ts';
+import { numElements } from '../model/dtype-convert.ts';
 
 /** Optimizer parameter group: MoKA gates may get their own learning rate and weight decay. */
 export type ParamGroup = 'default' | 'gate';
-export const PARAM_GROUPS: readonly ParamGroup[] = ['default', 'gate'];
 
 export interface TrainableSpec {
   name: string;
@@ -81,10 +81,6 @@ export interface StepProgram {
   /** Extra per-step metrics, e.g. MoKA gate values per layer. */
   metrics?(params: ReadonlyMap<string, Float32Array>): Record<string, number | number[]>;
   release(): Promise<void>;
-}
-
-export function numElements(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 /** Checks the program's trainables once, up front: a wrong shape here would otherwise surface deep in ORT. */
