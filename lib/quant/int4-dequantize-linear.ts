@@ -1,7 +1,9 @@
 /**
- * The same int4 weight in the layout of ONNX DequantizeLinear-21 in blocked mode, which a backward pass needs:
- * dX = dY · W wants W dequantized as a plain [N, K] tensor, and MatMulNBits only computes x · Wᵀ
- * (onnxruntime-notes.md §7). DQ(axis = 1) on [N, K] feeds both Gemm(transB = 1) and MatMul.
+ * A layout helper: the same int4 weight in the layout of ONNX DequantizeLinear-21 in blocked mode (axis = 1 on
+ * [N, K]), for graphs that want W dequantized as a plain tensor by a standard ONNX op, e.g. an exported model
+ * for another runtime, and for the tests that pin the int4 layout against onnxruntime. moka's own graphs do not
+ * use it: the forward runs MatMulNBits and the backward (dX = dY · W) decodes the packed codes itself with
+ * BitShift/BitwiseAnd and the block scales (quantized-linear.ts).
  *
  * How it differs from MatMulNBits (quantization-formats.md §3):
  * - x is the whole [N, K] tensor packed flat, two elements per byte, the first in the LOW nibble, with no

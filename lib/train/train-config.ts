@@ -178,7 +178,7 @@ export const TrainConfigSchema = z
       .enum(['fp32', 'fp16'], { error: 'precision must be "fp32" or "fp16"' })
       .default('fp32')
       .describe(
-        'Activation precision; fp16 only where the provider supports it (CPU falls back to fp32). Adapter master weights are always fp32.',
+        'Activation precision. Only fp32 is implemented: fp16 falls back to fp32 with a warning on the cpu provider and is refused on cuda, webgpu and auto. Adapter master weights are always fp32.',
       ),
   })
   .superRefine((c, ctx) => {
