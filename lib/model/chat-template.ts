@@ -1,5 +1,6 @@
 /**
- * Chat templates: the Jinja `chat_template` of tokenizer_config.json, rendered with @huggingface/jinja exactly as
+ * Chat templates: the Jinja `chat_template` of tokenizer_config.json (or of chat_template.jinja / chat_template.json
+ * beside it: see `Checkpoint.tokenizer()`), rendered with @huggingface/jinja exactly as
  * transformers' `apply_chat_template(tokenize=False)` renders it (same variables: messages, bos_token, eos_token,
  * add_generation_prompt; raise_exception and strftime_now are provided by the Jinja runtime).
  */

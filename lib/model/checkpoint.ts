@@ -30,6 +30,9 @@ export const WEIGHTS_INDEX_FILE = 'model.safetensors.index.json';
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 export const GENERATION_CONFIG_FILE = 'generation_config.json';
+/** The chat template as a file of its own: Jinja text (transformers >= 4.47 saves it there), or processor-style JSON. */
+export const CHAT_TEMPLATE_JINJA_FILE = 'chat_template.jinja';
+export const CHAT_TEMPLATE_JSON_FILE = 'chat_template.json';
 
 /** Old conversions store RoPE's inverse frequencies as a buffer; they are recomputed from the config, never read. */
 const IGNORED_TENSOR = /(^|\.)rotary_emb\.inv_freq$/;
@@ -165,6 +168,34 @@ async function readJsonObjectIfPresent(path: string, what: string): Promise<Reco
   return json as Record<string, unknown>;
 }
 
+/** A chat template stored beside tokenizer_config.json rather than in it. */
+export interface ChatTemplateFile {
+  file: typeof CHAT_TEMPLATE_JINJA_FILE | typeof CHAT_TEMPLATE_JSON_FILE;
+  /** The Jinja text (a string, or for chat_template.json whatever its `chat_template` field holds). */
+  template: unknown;
+}
+
+/** chat_template.jinja, else chat_template.json (`{"chat_template": ...}`), else null. */
+async function readChatTemplateFile(dir: string): Promise<ChatTemplateFile | null> {
+  const jinjaPath = join(dir, CHAT_TEMPLATE_JINJA_FILE);
+  if (await exists(jinjaPath)) {
+    try {
+      return { file: CHAT_TEMPLATE_JINJA_FILE, template: await readFile(jinjaPath, 'utf8') };
+    } catch (err) {
+      throw new UserError(`${jinjaPath}: cannot read the chat template (${(err as Error).message})`);
+    }
+  }
+  const jsonPath = join(dir, CHAT_TEMPLATE_JSON_FILE);
+  const json = await readJsonObjectIfPresent(jsonPath, 'the chat template file');
+  if (json === null) return null;
+  if (json.chat_template === undefined) {
+    throw new UserError(
+      `${jsonPath}: no "chat_template" field; it should hold {"chat_template": "<jinja text>"}`,
+    );
+  }
+  return { file: CHAT_TEMPLATE_JSON_FILE, template: json.chat_template };
+}
+
 export interface OpenCheckpointOptions {
   /**
    * Check every tensor a LLaMA of this config needs against the weights (default true). Turn off only for
@@ -186,6 +217,8 @@ export class Checkpoint {
     readonly generationConfig: Record<string, unknown> | null,
     private readonly files: ReadonlyMap<string, SafetensorsFile>,
     private readonly tensors: ReadonlyMap<string, CheckpointTensorInfo>,
+    /** chat_template.jinja or chat_template.json, when the directory has one. */
+    readonly chatTemplateFile: ChatTemplateFile | null = null,
   ) {}
 
   /** The safetensors files, relative to `dir`. */
@@ -229,6 +262,10 @@ export class Checkpoint {
   /**
    * The checkpoint's tokenizer. End-of-sequence ids also include those of config.json and
    * generation_config.json (Llama 3 instruct models stop on `<|eot_id|>` as well as `<|end_of_text|>`).
+   *
+   * The chat template is tokenizer_config.json's `chat_template`, with the files newer transformers save it in:
+   * chat_template.jinja takes priority over the config's field (as in transformers' from_pretrained), and
+   * chat_template.json (the processor-style `{"chat_template": ...}`) is used when neither has one.
    */
   tokenizer(): Tokenizer {
     if (this.tokenizerCache) return this.tokenizerCache;
@@ -240,9 +277,17 @@ export class Checkpoint {
     const gen = this.generationConfig?.eos_token_id;
     const genEos =
       typeof gen === 'number' ? [gen] : Array.isArray(gen) ? gen.filter((x) => typeof x === 'number') : [];
-    this.tokenizerCache = Tokenizer.fromJson(this.tokenizerJson, this.tokenizerConfig ?? {}, {
+    let config = this.tokenizerConfig ?? {};
+    let chatTemplateOrigin = join(this.dir, TOKENIZER_CONFIG_FILE);
+    const file = this.chatTemplateFile;
+    if (file && (file.file === CHAT_TEMPLATE_JINJA_FILE || config.chat_template == null)) {
+      config = { ...config, chat_template: file.template };
+      chatTemplateOrigin = join(this.dir, file.file);
+    }
+    this.tokenizerCache = Tokenizer.fromJson(this.tokenizerJson, config, {
       source: join(this.dir, TOKENIZER_FILE),
       extraEosIds: [...this.config.eosTokenIds, ...genEos],
+      chatTemplateOrigin,
     });
     return this.tokenizerCache;
   }
@@ -349,12 +394,22 @@ export async function openCheckpoint(dir: string, opts: OpenCheckpointOptions = 
     }
     if (opts.validate !== false) validateLlamaTensors(config, tensors, dir);
 
-    const [tokenizerJson, tokenizerConfig, generationConfig] = await Promise.all([
+    const [tokenizerJson, tokenizerConfig, generationConfig, chatTemplateFile] = await Promise.all([
       readJsonObjectIfPresent(join(dir, TOKENIZER_FILE), 'the tokenizer'),
       readJsonObjectIfPresent(join(dir, TOKENIZER_CONFIG_FILE), 'the tokenizer config'),
       readJsonObjectIfPresent(join(dir, GENERATION_CONFIG_FILE), 'the generation config'),
+      readChatTemplateFile(dir),
     ]);
-    return new Checkpoint(dir, config, tokenizerJson, tokenizerConfig, generationConfig, files, tensors);
+    return new Checkpoint(
+      dir,
+      config,
+      tokenizerJson,
+      tokenizerConfig,
+      generationConfig,
+      files,
+      tensors,
+      chatTemplateFile,
+    );
   } catch (err) {
     await Promise.all([...files.values()].map((f) => f.close()));
     throw err;

@@ -25,6 +25,8 @@ export interface TokenizerLoadOptions {
   source?: string;
   /** More end-of-sequence ids (from config.json / generation_config.json). */
   extraEosIds?: number[];
+  /** Where the chat_template of tokenizerConfig came from, for error messages (default: tokenizer_config.json). */
+  chatTemplateOrigin?: string;
 }
 
 export interface EncodeOptions {
@@ -128,14 +130,15 @@ export class Tokenizer {
     for (const id of hf.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
 
-    const templateText = chatTemplateSource(config, `${source} (tokenizer_config.json)`);
+    const templateOrigin = opts.chatTemplateOrigin ?? `${source} (tokenizer_config.json)`;
+    const templateText = chatTemplateSource(config, templateOrigin);
     this.chatTemplate =
       templateText === null
         ? null
         : new ChatTemplate(
             templateText,
             { bosToken: this.bosToken, eosToken: this.eosToken },
-            'tokenizer_config.json chat_template',
+            `${templateOrigin} chat_template`,
           );
   }
 
@@ -227,11 +230,12 @@ export class Tokenizer {
     return { context: contextIds, continuation: whole.slice(contextIds.length) };
   }
 
-  /** The chat rendered with tokenizer_config.json's chat_template. */
+  /** The chat rendered with the checkpoint's chat template. */
   renderChat(messages: readonly ChatMessage[], opts: RenderChatOptions = {}): string {
     if (!this.chatTemplate) {
       throw new UserError(
-        'this tokenizer has no chat_template in tokenizer_config.json; use a plain prompt format instead',
+        'this tokenizer has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja); ' +
+          'use a plain prompt format instead',
       );
     }
     return this.chatTemplate.render(messages, opts);

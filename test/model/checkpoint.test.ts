@@ -15,7 +15,8 @@ import {
 import { parseLlamaConfig } from '../../lib/model/config.ts';
 import { decodeFloat32, encodeFloat32 } from '../../lib/model/dtype-convert.ts';
 import { writeSafetensors, type SafetensorsTensor } from '../../lib/model/safetensors.ts';
-import { tinyConfigJson, tinyTensorValues } from '../../lib/model/tiny-checkpoint.ts';
+import { tinyConfigJson, tinyTensorValues, writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
+import { TINY_CHAT_TEMPLATE } from '../../lib/model/tiny-tokenizer.ts';
 
 let root: string;
 beforeAll(async () => {
@@ -323,5 +324,57 @@ describe('writing', () => {
         numShards: 100,
       }),
     ).rejects.toThrow(/cannot split 21 tensors into 100 shards/);
+  });
+});
+
+describe('chat templates in files of their own', () => {
+  const messages = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Hi' },
+  ];
+
+  it('reads chat_template.jinja (over the config field, as transformers does) and chat_template.json', async () => {
+    const dir = join(root, 'chat-files');
+    await writeTinyCheckpoint({ dir, seed: 2, hiddenSize: 16, intermediateSize: 32 });
+    const configPath = join(dir, 'tokenizer_config.json');
+    const withTemplate = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+    expect(withTemplate.chat_template).toBe(TINY_CHAT_TEMPLATE);
+    const render = async () => {
+      const ckpt = await openCheckpoint(dir);
+      try {
+        return ckpt.tokenizer().renderChat(messages, { addGenerationPrompt: true });
+      } finally {
+        await ckpt.close();
+      }
+    };
+    const expected = await render();
+    expect(expected).toContain('<|start_header_id|>assistant<|end_header_id|>');
+
+    // What newer transformers save: the template moved out of tokenizer_config.json into chat_template.jinja.
+    const { chat_template: _, ...withoutTemplate } = withTemplate;
+    await writeFile(configPath, JSON.stringify(withoutTemplate));
+    await writeFile(join(dir, 'chat_template.jinja'), TINY_CHAT_TEMPLATE);
+    expect(await render()).toBe(expected);
+
+    // The file wins over a template left in the config.
+    await writeFile(configPath, JSON.stringify({ ...withoutTemplate, chat_template: 'STALE' }));
+    expect(await render()).toBe(expected);
+
+    // chat_template.json (processor style) when neither the config nor a .jinja file has one.
+    await rm(join(dir, 'chat_template.jinja'));
+    await writeFile(configPath, JSON.stringify(withoutTemplate));
+    await writeFile(join(dir, 'chat_template.json'), JSON.stringify({ chat_template: TINY_CHAT_TEMPLATE }));
+    expect(await render()).toBe(expected);
+    await writeFile(configPath, JSON.stringify({ ...withoutTemplate, chat_template: 'CONFIG' }));
+    expect(await render()).toBe('CONFIG');
+
+    // None at all: a user error that says what to do; a broken file names itself.
+    await rm(join(dir, 'chat_template.json'));
+    await writeFile(configPath, JSON.stringify(withoutTemplate));
+    await expect(render()).rejects.toThrow(/no chat template .*use a plain prompt format/);
+    await writeFile(join(dir, 'chat_template.jinja'), '{% for m in messages %}');
+    await expect(render()).rejects.toThrow(
+      /chat_template\.jinja chat_template: the chat template does not parse/,
+    );
   });
 });
