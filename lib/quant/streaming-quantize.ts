@@ -12,7 +12,7 @@ import { doubleQuantizeAbsmax, restoreAbsmax } from './double-quant.ts';
 import { quantizeInt4, type Int4Options, type Int4Weight } from './int4.ts';
 import { quantizeNf4, type Nf4Options, type Nf4Weight } from './nf4.ts';
 import { dequantizeRows, type QuantizedWeight } from './quantized-weight.ts';
-import type { ReconstructionError } from './reconstruction-error.ts';
+import { ErrorAccumulator, type ReconstructionError } from './reconstruction-error.ts';
 
 /** Float32 elements per chunk. */
 const CHUNK_ELEMENTS = 4 * 2 ** 20;
@@ -37,16 +37,11 @@ export async function quantizeStreaming(
   const step = opts.format === 'nf4' ? (opts.blockSize ?? 64) / gcd(cols, opts.blockSize ?? 64) : 1;
   const chunk = opts.chunkElements ?? CHUNK_ELEMENTS;
   const rowsPerChunk = Math.max(step, Math.floor(chunk / Math.max(cols, 1) / step) * step);
-  const acc = { errSq: 0, refSq: 0, maxAbs: 0 };
+  const acc = new ErrorAccumulator();
   const measure = (orig: Float32Array, w: QuantizedWeight, r0: number, r1: number, rowBase: number) => {
     const deq = new Float32Array((r1 - r0) * cols);
     dequantizeRows(w, deq, r0 - rowBase, r1 - rowBase);
-    for (let i = 0; i < deq.length; i++) {
-      const d = orig[i]! - deq[i]!;
-      acc.errSq += d * d;
-      acc.refSq += orig[i]! * orig[i]!;
-      acc.maxAbs = Math.max(acc.maxAbs, Math.abs(d));
-    }
+    acc.add(orig, deq);
   };
 
   let weight: QuantizedWeight;
@@ -120,7 +115,5 @@ export async function quantizeStreaming(
         : null,
     } satisfies Int4Weight;
   }
-  const frobenius = Math.sqrt(acc.refSq);
-  const relativeFrobenius = acc.refSq > 0 ? Math.sqrt(acc.errSq / acc.refSq) : acc.errSq > 0 ? Infinity : 0;
-  return { weight, error: { relativeFrobenius, maxAbs: acc.maxAbs, frobenius } };
+  return { weight, error: acc.result() };
 }

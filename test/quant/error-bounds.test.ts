@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { quantizeInt4 } from '../../lib/quant/int4.ts';
 import { quantizeNf4 } from '../../lib/quant/nf4.ts';
-import { reconstructionError } from '../../lib/quant/reconstruction-error.ts';
+import { dequantizeRows } from '../../lib/quant/quantized-weight.ts';
+import { ErrorAccumulator, reconstructionError } from '../../lib/quant/reconstruction-error.ts';
 import { fillNormal, mulberry32 } from '../../lib/engine/random.ts';
 
 const ROWS = 256;
@@ -46,5 +47,34 @@ describe('quantize → dequantize error on N(0, 1) weights (relative Frobenius)'
     const a = reconstructionError(values, quantizeNf4(values, [ROWS, COLS])).relativeFrobenius;
     const b = reconstructionError(small, quantizeNf4(small, [ROWS, COLS])).relativeFrobenius;
     expect(Math.abs(a - b)).toBeLessThan(1e-4);
+  });
+});
+
+describe('ErrorAccumulator', () => {
+  it('gives the same totals over any split into slices, and the edge cases of an all-zero original', () => {
+    const original = fillNormal(new Float32Array(1000), mulberry32(3));
+    const w = quantizeNf4(original, [10, 100]);
+    const whole = reconstructionError(original, w);
+    const deq = new Float32Array(1000);
+    dequantizeRows(w, deq, 0, 10);
+    const acc = new ErrorAccumulator();
+    for (const [a, b] of [
+      [0, 300],
+      [300, 301],
+      [301, 1000],
+    ]) {
+      acc.add(original.subarray(a, b), deq.subarray(a, b));
+    }
+    const sliced = acc.result();
+    expect(sliced.maxAbs).toBe(whole.maxAbs);
+    expect(sliced.frobenius).toBeCloseTo(whole.frobenius, 12);
+    expect(sliced.relativeFrobenius).toBeCloseTo(whole.relativeFrobenius, 12);
+
+    const zeros = new ErrorAccumulator();
+    zeros.add(new Float32Array(4), new Float32Array(4));
+    expect(zeros.result()).toEqual({ relativeFrobenius: 0, maxAbs: 0, frobenius: 0 });
+    zeros.add(new Float32Array(1), Float32Array.of(0.5));
+    expect(zeros.result()).toEqual({ relativeFrobenius: Infinity, maxAbs: 0.5, frobenius: 0 });
+    expect(() => zeros.add(new Float32Array(2), new Float32Array(3))).toThrow(RangeError);
   });
 });
