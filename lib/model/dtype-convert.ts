@@ -52,6 +52,11 @@ export function torchDtypeName(dtype: FloatDtype): string {
   return TORCH_NAMES[dtype];
 }
 
+/** The inverse of `torchDtypeName`: the dtype of an exact `torch_dtype` spelling ("bfloat16", …), or null. */
+export function dtypeFromTorchName(name: string): FloatDtype | null {
+  return FLOAT_DTYPES.find((d) => TORCH_NAMES[d] === name) ?? null;
+}
+
 /** Accepts `float32|float16|bfloat16|float64`, their short forms `f32|fp32|f16|fp16|bf16|f64`, or `F32`-style names. */
 export function parseFloatDtype(name: string): FloatDtype | null {
   const n = name.toLowerCase();

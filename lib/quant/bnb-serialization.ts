@@ -16,16 +16,14 @@
  * `bnbQuantizationConfig`.
  */
 import { UserError } from '../errors.ts';
+import { torchDtypeName } from '../model/dtype-convert.ts';
 import { restoreAbsmax, type DoubleQuantState } from './double-quant.ts';
-import { BNB_BLOCK_SIZES, type Nf4Weight, type SourceDtype } from './nf4.ts';
+import { BNB_BLOCK_SIZES, sourceDtypeFromTorchName, type Nf4Weight, type SourceDtype } from './nf4.ts';
 import { PyFloat, pythonJsonDumps, type PyJsonValue } from './python-json.ts';
 import type { QuantTensor, TensorSource } from './quant-tensor.ts';
 
 export const BNB_NF4_STATE_SUFFIX = '.quant_state.bitsandbytes__nf4';
 export const BNB_FP4_STATE_SUFFIX = '.quant_state.bitsandbytes__fp4';
-
-const TORCH_NAME: Record<SourceDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-const FROM_TORCH: Record<string, SourceDtype> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 function f32Bytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
@@ -36,7 +34,7 @@ export function nf4QuantStateJson(w: Nf4Weight): string {
   const entries: [string, PyJsonValue][] = [
     ['quant_type', 'nf4'],
     ['blocksize', w.blockSize],
-    ['dtype', TORCH_NAME[w.dtype]],
+    ['dtype', torchDtypeName(w.dtype)],
     ['shape', w.shape],
   ];
   if (w.doubleQuant) {
@@ -149,7 +147,7 @@ export function parseNf4QuantState(bytes: Uint8Array, weightName: string, where:
       `quant_state.blocksize ${JSON.stringify(blockSize)} is not one of ${BNB_BLOCK_SIZES.join(', ')}`,
     );
   }
-  const dtype = typeof state.dtype === 'string' ? FROM_TORCH[state.dtype] : undefined;
+  const dtype = sourceDtypeFromTorchName(state.dtype);
   if (!dtype)
     return fail(`quant_state.dtype ${JSON.stringify(state.dtype)} is not float32, float16 or bfloat16`);
   const shape = state.shape;
@@ -275,7 +273,7 @@ export function bnbQuantizationConfig(opts: BnbConfigOptions): Record<string, un
   return {
     _load_in_4bit: true,
     _load_in_8bit: false,
-    bnb_4bit_compute_dtype: TORCH_NAME[opts.computeDtype],
+    bnb_4bit_compute_dtype: torchDtypeName(opts.computeDtype),
     bnb_4bit_quant_storage: 'uint8',
     bnb_4bit_quant_type: 'nf4',
     bnb_4bit_use_double_quant: opts.doubleQuant,

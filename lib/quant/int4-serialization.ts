@@ -13,17 +13,15 @@
  * config.json carries `quantization_config` = `int4QuantizationConfig(...)` (quant_method "moka").
  */
 import { UserError } from '../errors.ts';
+import { torchDtypeName } from '../model/dtype-convert.ts';
 import { INT4_BLOCK_SIZES, int4KBlocks, type Int4Weight } from './int4.ts';
-import type { SourceDtype } from './nf4.ts';
+import { sourceDtypeFromTorchName, type SourceDtype } from './nf4.ts';
 import { pythonJsonDumps } from './python-json.ts';
 import type { QuantTensor, TensorSource } from './quant-tensor.ts';
 
 export const INT4_STATE_SUFFIX = '.quant_state.moka__int4';
 /** Names the byte layout, so a future layout cannot be misread as this one. */
 export const INT4_LAYOUT = 'com.microsoft.MatMulNBits';
-
-const TORCH_NAME: Record<SourceDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-const FROM_TORCH: Record<string, SourceDtype> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
 
 export function int4ToTensors(weightName: string, w: Int4Weight): QuantTensor[] {
   const kBlocks = int4KBlocks(w.k, w.blockSize);
@@ -50,7 +48,7 @@ export function int4ToTensors(weightName: string, w: Int4Weight): QuantTensor[] 
     ['bits', 4],
     ['block_size', w.blockSize],
     ['symmetric', w.symmetric],
-    ['dtype', TORCH_NAME[w.dtype]],
+    ['dtype', torchDtypeName(w.dtype)],
     ['shape', [w.n, w.k]],
     ['layout', INT4_LAYOUT],
   ]);
@@ -102,7 +100,7 @@ export function parseInt4QuantState(bytes: Uint8Array, weightName: string, where
     );
   }
   if (typeof state.symmetric !== 'boolean') return fail('quant_state.symmetric is not a boolean');
-  const dtype = typeof state.dtype === 'string' ? FROM_TORCH[state.dtype] : undefined;
+  const dtype = sourceDtypeFromTorchName(state.dtype);
   if (!dtype)
     return fail(`quant_state.dtype ${JSON.stringify(state.dtype)} is not float32, float16 or bfloat16`);
   const shape = state.shape;
@@ -177,7 +175,7 @@ export function int4QuantizationConfig(opts: Int4ConfigOptions): Record<string, 
     block_size: opts.blockSize,
     symmetric: opts.symmetric,
     layout: INT4_LAYOUT,
-    compute_dtype: TORCH_NAME[opts.computeDtype],
+    compute_dtype: torchDtypeName(opts.computeDtype),
     modules_not_converted: opts.modulesNotConverted,
   };
 }

@@ -10,6 +10,7 @@
  * The absmax values can be compressed further by double quantization (see double-quant.ts); `Nf4Weight.absmax`
  * always holds the float32 absmax that dequantization multiplies by, i.e. the restored values when double quantized.
  */
+import { dtypeFromTorchName } from '../model/dtype-convert.ts';
 import { blockAbsmax, blockReciprocal } from './blockwise.ts';
 import { doubleQuantizeAbsmax, restoreAbsmax, type DoubleQuantState } from './double-quant.ts';
 
@@ -63,6 +64,12 @@ export const NF4_DEFAULT_BLOCK_SIZE = 64;
 
 /** Torch dtype the weight had before quantization; bnb records it (`quant_state.dtype`) and dequantizes back to it. */
 export type SourceDtype = 'F32' | 'F16' | 'BF16';
+
+/** A quant state's `dtype` ("float32", "float16" or "bfloat16") as a SourceDtype, or null for anything else. */
+export function sourceDtypeFromTorchName(name: unknown): SourceDtype | null {
+  const d = typeof name === 'string' ? dtypeFromTorchName(name) : null;
+  return d === 'F64' ? null : d;
+}
 
 export interface Nf4Weight {
   format: 'nf4';

@@ -8,7 +8,9 @@ import {
   f16BitsToF32,
   f32ToBf16Bits,
   f32ToF16Bits,
+  dtypeFromTorchName,
   parseFloatDtype,
+  torchDtypeName,
 } from '../../lib/model/dtype-convert.ts';
 
 const f32 = (x: number) => Math.fround(x);
@@ -136,5 +138,12 @@ describe('array conversions', () => {
     expect(parseFloatDtype('fp16')).toBe('F16');
     expect(parseFloatDtype('F32')).toBe('F32');
     expect(parseFloatDtype('int8')).toBeNull();
+  });
+
+  it('torch_dtype names round-trip exactly (no aliases, no inherited keys)', () => {
+    for (const d of ['F32', 'F16', 'BF16', 'F64'] as const)
+      expect(dtypeFromTorchName(torchDtypeName(d))).toBe(d);
+    for (const bad of ['bf16', 'BF16', 'half', 'constructor', 'toString'])
+      expect(dtypeFromTorchName(bad)).toBeNull();
   });
 });

@@ -147,6 +147,25 @@ describe('nf4FromTensors on bad checkpoints', () => {
     );
     expect(fp4.message).toMatch(/FP4-quantized; moka reads NF4 only/);
   });
+
+  it('accepts only float32, float16 and bfloat16 as the quant state dtype', async () => {
+    const withDtype = (dtype: string) =>
+      mutate((ts) =>
+        ts.map((t) => {
+          if (!t.name.endsWith('nf4')) return t;
+          const state = JSON.parse(new TextDecoder().decode(t.bytes)) as Record<string, unknown>;
+          const bytes = new TextEncoder().encode(JSON.stringify({ ...state, dtype }));
+          return { ...t, bytes, shape: [bytes.length] };
+        }),
+      );
+    expect((await nf4FromTensors(W, withDtype('float16'), 'ckpt')).dtype).toBe('F16');
+    // Not a lookup in a plain object: "constructor" is no dtype.
+    for (const bad of ['float64', 'fp16', 'constructor']) {
+      expect((await failure(withDtype(bad))).message).toMatch(
+        /quant_state\.dtype ".*" is not float32, float16 or bfloat16/,
+      );
+    }
+  });
 });
 
 describe('bnbQuantizationConfig', () => {
