@@ -471,8 +471,12 @@ export interface WrittenCheckpoint {
   totalSize: number;
 }
 
-/** Groups tensor indices into shards: by a byte budget, or into `numShards` non-empty groups of similar size. */
-function planShards(sizes: number[], shardSizeBytes?: number, numShards?: number): number[][] {
+/**
+ * Groups item indices (tensors, or groups of tensors that must share a file) into shards, in order: by a byte
+ * budget (a new shard starts before an item that would take the current one past it; an item larger than the
+ * budget gets a shard of its own), or into `numShards` non-empty groups of similar size.
+ */
+export function planShards(sizes: number[], shardSizeBytes?: number, numShards?: number): number[][] {
   const all = sizes.map((_, i) => i);
   if (numShards !== undefined) {
     if (!Number.isInteger(numShards) || numShards < 1) {

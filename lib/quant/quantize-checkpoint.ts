@@ -24,6 +24,7 @@ import {
   WEIGHTS_INDEX_FILE,
   openCheckpoint,
   shardFileName,
+  planShards,
   validateLlamaTensors,
   writeFileAtomic,
   type Checkpoint,
@@ -234,23 +235,6 @@ async function describeExistingOutput(
   return `${entries.length} other file(s) (${shown}${entries.length > 3 ? ', …' : ''})`;
 }
 
-function planShards(groups: OutputGroup[], maxShardBytes: number): OutputGroup[][] {
-  const shards: OutputGroup[][] = [[]];
-  let used = 0;
-  for (const g of groups) {
-    const bytes = g.reduce((a, t) => a + t.byteLength, 0);
-    const current = shards[shards.length - 1]!;
-    if (current.length > 0 && used + bytes > maxShardBytes) {
-      shards.push([g]);
-      used = bytes;
-    } else {
-      current.push(g);
-      used += bytes;
-    }
-  }
-  return shards;
-}
-
 async function readSpool(
   spool: FileHandle,
   buffer: Uint8Array,
@@ -400,7 +384,11 @@ export async function quantizeCheckpoint(opts: QuantizeCheckpointOptions): Promi
     const ordered: OutputGroup[] = names.map(
       (n) => groups.get(n) ?? [{ ...pick(ckpt, n), from: 'source', byteLength: ckpt.info(n).byteLength }],
     );
-    const shards = planShards(ordered, maxShardBytes);
+    // A weight and its companions are one group, never split across shards.
+    const shards = planShards(
+      ordered.map((g) => g.reduce((a, t) => a + t.byteLength, 0)),
+      maxShardBytes,
+    ).map((indices) => indices.map((i) => ordered[i]!));
     const weightBytes = ordered.flat().reduce((a, t) => a + t.byteLength, 0);
     const weightMap: Record<string, string> = {};
     const files: string[] = [];
