@@ -132,10 +132,15 @@ async function trainingStep() {
       batchSize: batch,
       seqLen: seq,
     };
+    const runs: [string, ProviderName, 'fp32' | 'fp16'][] = [
+      ['cpu', 'cpu', 'fp32'],
+      [gpu, gpu, 'fp32'],
+      [`${gpu}-fp16`, gpu, 'fp16'],
+    ];
     for (const type of ['moka', 'lora'] as const) {
       const out: Record<string, unknown> = {};
       const results: Record<string, { lossSum: number; grads: Map<string, Float32Array> }> = {};
-      for (const p of ['cpu', gpu] as ProviderName[]) {
+      for (const [label, p, precision] of runs) {
         const runtime = createAdapterRuntime(
           ckpt.config,
           parseAdapterConfig({ type, targetModules: 'all-linear' }),
@@ -150,21 +155,23 @@ async function trainingStep() {
           weights,
           adapter: runtime,
           provider: p,
+          precision,
         });
         try {
-          results[p] = await program.lossAndGrads(tokenBatch, params);
-          out[`${p}Ms`] = await medianMs(() => program.lossAndGrads(tokenBatch, params), 5, 1);
+          results[label] = await program.lossAndGrads(tokenBatch, params);
+          out[`${label}Ms`] = await medianMs(() => program.lossAndGrads(tokenBatch, params), 5, 1);
         } catch (err) {
-          out[`${p}Error`] = (err as Error).message.slice(0, 400);
+          out[`${label}Error`] = (err as Error).message.slice(0, 400);
         } finally {
           await program.release();
         }
       }
-      if (results.cpu && results[gpu]) {
-        out.lossRelErr =
-          Math.abs(results.cpu.lossSum - results[gpu]!.lossSum) / Math.abs(results.cpu.lossSum);
-        out.maxGradRelErr = Math.max(
-          ...[...results.cpu.grads].map(([k, v]) => relErr(results[gpu]!.grads.get(k)!, v)),
+      for (const [label] of runs.slice(1)) {
+        const r = results[label];
+        if (!results.cpu || !r) continue;
+        out[`${label}LossRelErr`] = Math.abs(results.cpu.lossSum - r.lossSum) / Math.abs(results.cpu.lossSum);
+        out[`${label}MaxGradRelErr`] = Math.max(
+          ...[...results.cpu.grads].map(([k, v]) => relErr(r.grads.get(k)!, v)),
         );
       }
       report[`train_step_${type}_4x256`] = out;

@@ -9,6 +9,7 @@
 import { UserError } from '../errors.ts';
 import {
   GraphError,
+  cast,
   concat,
   linear,
   matmul,
@@ -211,6 +212,11 @@ export class AdapterRuntime {
           const norms = this.options.baseRowNorms?.(module);
           if (!norms)
             throw new UserError('DoRA needs the base weights: load the adapter together with its model');
+          if (norms.length !== p.out) {
+            throw new Error(
+              `internal: ${norms.length} base row norms for ${module}, which has ${p.out} rows`,
+            );
+          }
           add('lora_magnitude_vector', [p.out], Float32Array.from(norms));
         }
         break;
@@ -281,9 +287,15 @@ export class AdapterRuntime {
   ): Tensor {
     const layout = this.targets.get(module);
     if (!layout) return base(x);
+    // Adapter tensors stay float32 (master weights); with float16 activations they are cast where used, and
+    // the cast's gradient brings their gradients back to float32.
+    const t = (name: string) => {
+      const v = tensor(name);
+      return v.dtype === x.dtype ? v : cast(v, x.dtype);
+    };
     const p = this.config.dropout;
     const xa = dropoutSeed && p > 0 ? mul(x, dropoutMask(x, dropoutSeed, p, fnv1a(module))) : x;
-    return this.apply(layout, x, xa, base, (suffix) => tensor(`${module}.${suffix}`));
+    return this.apply(layout, x, xa, base, (suffix) => t(`${module}.${suffix}`));
   }
 
   /** x feeds the base projection and the gate; xa (x after dropout, when training with it) the update. */
@@ -294,13 +306,11 @@ export class AdapterRuntime {
     base: BaseProjection,
     t: (suffix: string) => Tensor,
   ): Tensor {
-    const dtype = x.dtype as 'float32' | 'float64';
-    const constant = (shape: number[], values: ArrayLike<number>) =>
-      x.graph.constant(
-        dtype,
-        shape,
-        dtype === 'float64' ? Float64Array.from(values) : Float32Array.from(values),
-      );
+    const constant = (shape: number[], values: ArrayLike<number>) => {
+      if (x.dtype === 'float64') return x.graph.constant('float64', shape, Float64Array.from(values));
+      const c = x.graph.constant('float32', shape, Float32Array.from(values));
+      return x.dtype === 'float32' ? c : cast(c, x.dtype);
+    };
     const cfg = this.config;
     const p = layout.projection;
     const s = this.scale;

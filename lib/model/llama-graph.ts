@@ -66,6 +66,12 @@ export interface LlamaGraphOptions {
    * constant tables by position). Each is [seq, head_dim/2].
    */
   rope?: { cos: Tensor; sin: Tensor };
+  /**
+   * Compute dtype of activations (default float32). With float16 the float32 weights are cast where they are
+   * used (ORT folds the casts into float16 initializers), the mask and RoPE tables are cast, and the logits
+   * come out float16: compute the loss on them cast to float32.
+   */
+  dtype?: 'float32' | 'float16';
 }
 
 export interface LlamaGraphInputs {
@@ -92,6 +98,21 @@ export interface LlamaGraph {
   logits: () => Tensor;
 }
 
+/** The weights of `source`, cast to `dtype` where a graph uses them (one cast per weight and graph). */
+function castingWeights(source: WeightSource, dtype: 'float16'): WeightSource {
+  const perGraph = new WeakMap<Graph, Map<string, Tensor>>();
+  return {
+    has: (name) => source.has(name),
+    tensor(graph, name) {
+      let m = perGraph.get(graph);
+      if (!m) perGraph.set(graph, (m = new Map()));
+      let t = m.get(name);
+      if (!t) m.set(name, (t = cast(source.tensor(graph, name), dtype)));
+      return t;
+    },
+  };
+}
+
 export const EMBED_WEIGHT = 'model.embed_tokens.weight';
 export const FINAL_NORM_WEIGHT = 'model.norm.weight';
 export const LM_HEAD_WEIGHT = 'lm_head.weight';
@@ -113,6 +134,10 @@ export function buildLlamaGraph(
     throw new GraphError(`cache capacity and seq must be positive integers, got ${JSON.stringify(cache)}`);
   }
   const S: Dim = cache ? cache.seq : (opts.seq ?? 'seq');
+  const dt = opts.dtype ?? 'float32';
+  if (dt !== 'float32' && cache) throw new GraphError('a key/value cache needs float32 activations');
+  const toDt = (t: Tensor) => (t.dtype === dt ? t : cast(t, dt));
+  weights = dt === 'float32' ? weights : castingWeights(weights, dt);
   const keys: Dim = cache ? cache.capacity + cache.seq : S;
   const D = cfg.headDim;
   const Hq = cfg.numHeads;
@@ -134,7 +159,11 @@ export function buildLlamaGraph(
   }
 
   // 0/1 mask → additive [batch, 1, 1, keys]: (m − 1)·1e9 is 0 where attended and −1e9 on padding.
-  const maskAdd = reshape(mul(sub(cast(inputs.attentionMask, 'float32'), 1), -MASKED_SCORE), [B, 1, 1, keys]);
+  const maskAdd = toDt(
+    reshape(mul(sub(cast(inputs.attentionMask, 'float32'), 1), -MASKED_SCORE), [B, 1, 1, keys]),
+  );
+  const ropeCos = toDt(inputs.ropeCos);
+  const ropeSin = toDt(inputs.ropeSin);
 
   const embed = weights.tensor(graph, EMBED_WEIGHT);
   let x = gather(embed, inputs.inputIds); // [B, S, hidden]
@@ -163,8 +192,8 @@ export function buildLlamaGraph(
       (t: Tensor) => Tensor
     >;
     const n = rmsNorm(x, weights.tensor(graph, `model.layers.${i}.input_layernorm.weight`), cfg.rmsNormEps);
-    const q = rope(heads(p.q_proj(n), Hq), inputs.ropeCos, inputs.ropeSin);
-    const k = rope(heads(p.k_proj(n), Hkv), inputs.ropeCos, inputs.ropeSin);
+    const q = rope(heads(p.q_proj(n), Hq), ropeCos, ropeSin);
+    const k = rope(heads(p.k_proj(n), Hkv), ropeCos, ropeSin);
     const v = heads(p.v_proj(n), Hkv);
     presentKeys.push(k);
     presentValues.push(v);

@@ -13,6 +13,7 @@
 import {
   Graph,
   Session,
+  cast,
   crossEntropy,
   grad,
   type Feed,
@@ -41,6 +42,16 @@ export interface LlamaStepProgramOptions {
   intraOpThreads?: number;
   /** Weights go to ONNX external data above this many bytes (default 256 MiB, as the model's own sessions). */
   externalDataTotalBytes?: number;
+  /**
+   * 'fp16': float16 activations (weights cast to float16 in the graph, the loss computed in float32), float32
+   * adapter master weights and gradients. Default 'fp32'.
+   */
+  precision?: 'fp32' | 'fp16';
+  /**
+   * fp16 only: the loss is multiplied by this before the backward and the gradients divided by it after, so
+   * small gradients do not underflow float16 (static loss scaling; default 1024).
+   */
+  lossScale?: number;
 }
 
 const LAYER = /^model\.layers\.(\d+)\./;
@@ -84,15 +95,22 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
   // The loss graph. With adapter dropout the training graph takes a per-micro-batch seed and evaluation gets
   // its own graph without dropout (eval mode); otherwise one graph serves both.
   const dropout = adapter.config.dropout > 0;
+  const fp16 = opts.precision === 'fp16';
+  const lossScale = fp16 ? (opts.lossScale ?? 1024) : 1;
+  if (!(lossScale > 0 && Number.isFinite(lossScale))) {
+    throw new UserError(`lossScale must be a positive number, got ${opts.lossScale}`);
+  }
   const lossGraph = (withDropout: boolean) => {
     const g = new Graph(withDropout ? 'llama-train' : 'llama-eval');
     const seed = withDropout ? g.input('dropout_seed', 'int64', []) : undefined;
     const bound = adapter.bind(g, 'float32', { dropoutSeed: seed });
     const llama = buildLlamaGraph(g, config, opts.weights, {
       hooks: { ...(opts.base ? { base: opts.base } : {}), wrap: bound.wrap },
+      dtype: fp16 ? 'float16' : 'float32',
     });
     const labels = g.input('labels', 'int64', ['batch', 'seq']);
-    const loss = crossEntropy(llama.logits(), labels, { reduction: 'sum' });
+    // The loss (log-softmax over the vocabulary) always runs in float32.
+    const loss = crossEntropy(cast(llama.logits(), 'float32'), labels, { reduction: 'sum' });
     const inputs = bound.inputs();
     const byName = new Map(inputs.map((t) => [t.name!, t]));
     const missing = adapter.tensors.filter((t) => !byName.has(t.name));
@@ -124,7 +142,12 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
     }
     return { name: t.name, shape: [...t.shape], init, group: t.group };
   });
-  const grads = grad(train.loss, train.wrt);
+  // With loss scaling the backward starts from `lossScale` instead of 1; lossAndGrads divides it out.
+  const grads = grad(
+    train.loss,
+    train.wrt,
+    lossScale === 1 ? {} : { seed: train.g.constant('float32', [], Float32Array.of(lossScale)) },
+  );
   const gradOutputs: Record<string, Tensor> = { loss: train.loss };
   train.wrt.forEach((t, i) => (gradOutputs[`grad:${t.name}`] = grads[i]!));
   const sessionOptions = {
@@ -184,7 +207,18 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
       if (dropout) f.dropout_seed = BigInt64Array.of(BigInt(batch.dropoutSeed ?? 0));
       const out = await trainSession.run(f);
       const result = new Map<string, Float32Array>();
-      for (const t of trainables) result.set(t.name, out[`grad:${t.name}`]!.data as Float32Array);
+      for (const t of trainables) {
+        const g = out[`grad:${t.name}`]!.data as Float32Array;
+        if (lossScale !== 1) {
+          for (let i = 0; i < g.length; i++) g[i] = g[i]! / lossScale;
+          if (!g.every(Number.isFinite)) {
+            throw new UserError(
+              `float16 gradients of "${t.name}" overflowed at loss scale ${lossScale}; lower lossScale or use precision fp32`,
+            );
+          }
+        }
+        result.set(t.name, g);
+      }
       return {
         lossSum: (out.loss!.data as Float32Array)[0]!,
         tokens: countTargets(batch.labels),

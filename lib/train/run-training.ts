@@ -71,12 +71,6 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
   const provider = opts.provider ?? 'cpu';
   const training = { ...opts.training };
   if (provider === 'cpu') training.precision = resolvePrecision(training.precision, 'cpu', warn);
-  if (training.precision === 'fp16') {
-    throw new UserError(
-      'precision fp16 (float16 activations) is not implemented by the LLaMA step program yet; use precision ' +
-        '"fp32" (adapter weights are float32 either way)',
-    );
-  }
   const base = await openFrozenBase(opts.modelDir);
   let program: StepProgram | null = null;
   try {
@@ -122,6 +116,8 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       ...(base.base ? { base: base.base } : {}),
       adapter: runtime,
       provider,
+      precision: training.precision,
+      lossScale: training.lossScale,
       ...(opts.intraOpThreads ? { intraOpThreads: opts.intraOpThreads } : {}),
     });
     const result = await train({

@@ -178,7 +178,14 @@ export const TrainConfigSchema = z
       .enum(['fp32', 'fp16'], { error: 'precision must be "fp32" or "fp16"' })
       .default('fp32')
       .describe(
-        'Activation precision. Only fp32 is implemented: fp16 falls back to fp32 with a warning on the cpu provider and is refused on cuda, webgpu and auto. Adapter master weights are always fp32.',
+        'Activation precision. fp16: float16 activations (frozen weights cast to float16 in the graph, the loss in fp32) on GPU providers (cuda, webgpu, auto); the cpu provider has no float16 kernels, so there fp16 falls back to fp32 with a warning. Adapter master weights, gradients and the optimizer are always fp32.',
+      ),
+    lossScale: z
+      .number({ error: 'lossScale must be a number' })
+      .positive({ error: 'lossScale must be positive' })
+      .default(1024)
+      .describe(
+        'fp16 only: static loss scale. The loss is multiplied by it before the backward and the gradients divided by it after, so small gradients do not underflow float16; a run stops with an error naming this field if gradients overflow.',
       ),
   })
   .superRefine((c, ctx) => {

@@ -186,14 +186,14 @@ const siluOp: OpDef<null> = {
   emit(ctx, node) {
     const xt = node.inputs[0]!;
     const x = ctx.name(xt);
-    if (xt.dtype === 'float64') {
-      // ORT fuses Sigmoid+Mul into QuickGelu, which has no float64 kernel: use x / (1 + e^−x) there.
+    if (xt.dtype !== 'float32') {
+      // ORT fuses Sigmoid+Mul into QuickGelu, which has only a float32 kernel on CPU: use x / (1 + e^−x).
       const nx = ctx.fresh('nx');
       const e = ctx.fresh('e');
       const d = ctx.fresh('d');
       ctx.node('Neg', [x], [nx]);
       ctx.node('Exp', [nx], [e]);
-      ctx.node('Add', [e, ctx.scalar(1, 'float64')], [d]);
+      ctx.node('Add', [e, ctx.scalar(1, xt.dtype)], [d]);
       ctx.node('Div', [x, d], [ctx.name(node.outputs[0]!)]);
       return;
     }
