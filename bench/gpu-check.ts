@@ -10,19 +10,14 @@
  * 2. a 2048x4096x4096 matmul;
  * 3. one training micro-batch (loss and adapter gradients) of a 4-layer, hidden-256 LLaMA with MoKA and LoRA.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { Graph, Session, grad, linear, matmul, type ProviderName, type Tensor } from '../lib/engine/index.ts';
 import { kroneckerMixture, materializedKroneckerDelta, mokaGate } from '../lib/adapters/kronecker-mixture.ts';
 import { parseAdapterConfig } from '../lib/adapters/adapter-config.ts';
 import { createAdapterRuntime } from '../lib/adapters/adapter-runtime.ts';
-import { openCheckpoint } from '../lib/model/checkpoint.ts';
-import { loadModelWeights } from '../lib/model/model-weights.ts';
-import { writeTinyCheckpoint } from '../lib/model/tiny-checkpoint.ts';
 import { createLlamaStepProgram } from '../lib/train/llama-step-program.ts';
 import { medianMs, randomFloat32 } from './harness.ts';
+import { tinyTrainingSetup } from './tiny-training-setup.ts';
 
 const gpu = (
   process.argv.includes('--provider') ? process.argv[process.argv.indexOf('--provider') + 1] : 'webgpu'
@@ -109,29 +104,9 @@ function bigMatmul() {
 }
 
 async function trainingStep() {
-  const dir = mkdtempSync(join(tmpdir(), 'moka-gpu-'));
+  const setup = await tinyTrainingSetup();
+  const { ckpt, weights, batch: tokenBatch } = setup;
   try {
-    await writeTinyCheckpoint({
-      dir,
-      seed: 1,
-      hiddenSize: 256,
-      intermediateSize: 688,
-      numLayers: 4,
-      numHeads: 8,
-      numKvHeads: 4,
-    });
-    const ckpt = await openCheckpoint(dir);
-    const weights = await loadModelWeights(ckpt);
-    const [batch, seq] = [4, 256];
-    const ids = BigInt64Array.from({ length: batch * seq }, (_, i) => BigInt((i * 7919) % 500));
-    const labels = BigInt64Array.from({ length: batch * seq }, (_, i) => BigInt((i * 104729 + 3) % 500));
-    const tokenBatch = {
-      inputIds: ids,
-      labels,
-      attentionMask: new Uint8Array(batch * seq).fill(1),
-      batchSize: batch,
-      seqLen: seq,
-    };
     const runs: [string, ProviderName, 'fp32' | 'fp16'][] = [
       ['cpu', 'cpu', 'fp32'],
       [gpu, gpu, 'fp32'],
@@ -177,10 +152,8 @@ async function trainingStep() {
       report[`train_step_${type}_4x256`] = out;
       process.stderr.write(`train ${type}: ${JSON.stringify(out)}\n`);
     }
-    await ckpt.close();
-    weights.dispose();
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await setup.dispose();
   }
 }
 

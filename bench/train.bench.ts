@@ -9,20 +9,14 @@
  *   one micro-batch of 4 × 256 tokens through the LLaMA step program (forward, loss, adapter gradients), and the
  *   model FLOP/s this achieves as a fraction of a plain 1024³ matmul's GFLOP/s measured in the same run.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Graph, Session, matmul } from '../lib/engine/index.ts';
 import { parseAdapterConfig } from '../lib/adapters/adapter-config.ts';
 import { createAdapterRuntime } from '../lib/adapters/adapter-runtime.ts';
-import { openCheckpoint } from '../lib/model/checkpoint.ts';
 import type { LlamaConfig } from '../lib/model/config.ts';
-import { loadModelWeights } from '../lib/model/model-weights.ts';
-import { writeTinyCheckpoint } from '../lib/model/tiny-checkpoint.ts';
 import { adamwUpdate, type AdamWHyperparameters } from '../lib/train/adamw.ts';
 import { clipGradNorm } from '../lib/train/clip.ts';
 import { createLlamaStepProgram } from '../lib/train/llama-step-program.ts';
-import type { TokenBatch } from '../lib/train/step-program.ts';
+import { TINY_TRAINING_MODEL, tinyTrainingSetup } from './tiny-training-setup.ts';
 import { medianMs, randomFloat32, round, type BenchEntry, type Suite } from './harness.ts';
 
 const N = 10_000_000;
@@ -132,35 +126,11 @@ function trainingFlops(cfg: LlamaConfig, batch: number, seq: number): number {
 }
 
 async function llamaTraining(): Promise<BenchEntry[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'moka-bench-train-'));
-  const batch = 4;
-  const seq = 256;
+  const setup = await tinyTrainingSetup();
+  const { weights, batch: tokenBatch } = setup;
+  const { batchSize: batch, seqLen: seq } = tokenBatch;
   try {
-    await writeTinyCheckpoint({
-      dir,
-      seed: 1,
-      hiddenSize: 256,
-      intermediateSize: 688,
-      numLayers: 4,
-      numHeads: 8,
-      numKvHeads: 4,
-    });
-    const ckpt = await openCheckpoint(dir);
-    const weights = await loadModelWeights(ckpt);
-    const cfg = ckpt.config;
-    const ids = new BigInt64Array(batch * seq);
-    const labels = new BigInt64Array(batch * seq);
-    for (let i = 0; i < ids.length; i++) {
-      ids[i] = BigInt((i * 7919) % 500);
-      labels[i] = BigInt((i * 104729 + 3) % 500);
-    }
-    const tokenBatch: TokenBatch = {
-      inputIds: ids,
-      labels,
-      attentionMask: new Uint8Array(batch * seq).fill(1),
-      batchSize: batch,
-      seqLen: seq,
-    };
+    const cfg = setup.ckpt.config;
     const flops = trainingFlops(cfg, batch, seq);
     const build = (type: 'moka' | 'lora') => {
       const runtime = createAdapterRuntime(cfg, parseAdapterConfig({ type, targetModules: 'all-linear' }), {
@@ -190,10 +160,8 @@ async function llamaTraining(): Promise<BenchEntry[]> {
     await ref.release();
     await programs.moka.program.release();
     await programs.lora.program.release();
-    await ckpt.close();
-    weights.dispose();
     const tps = (ms: number) => (batch * seq) / (ms / 1e3);
-    const model = `4 layers, hidden 256, MLP 688, 8 heads / 4 kv heads, vocab 512; ${batch}×${seq} tokens per micro-batch`;
+    const model = `${TINY_TRAINING_MODEL}; ${batch}×${seq} tokens per micro-batch`;
     const entry = (type: string, r: { ms: number; params: number }): BenchEntry => ({
       name: `train.llama_4x256.${type}.gflops_fraction`,
       value: round(flops / (r.ms / 1e3) / 1e9),
@@ -220,7 +188,7 @@ async function llamaTraining(): Promise<BenchEntry[]> {
       entry('lora', lora),
     ];
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    await setup.dispose();
   }
 }
 
