@@ -6,6 +6,8 @@
  * a full-precision copy of all of them; embeddings, norms and the LM head (16-bit in such checkpoints) load
  * as float32 like a plain checkpoint's.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Graph, Tensor } from '../engine/index.ts';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.ts';
 import type { LlamaConfig } from '../model/config.ts';
@@ -36,13 +38,15 @@ export interface FrozenBase {
 
 /** Opens a model directory as a frozen base (4-bit when its config.json has a quantization_config). */
 export async function openFrozenBase(dir: string, opts: ModelWeightsOptions = {}): Promise<FrozenBase> {
-  const probe = await openCheckpoint(dir, { validate: false });
-  let format: ReturnType<typeof quantFormatOf>;
+  // Only config.json says whether the model is 4-bit; reading it alone avoids opening every shard twice. When it
+  // is missing or broken, the full open below reports that properly.
+  let raw: Record<string, unknown> = {};
   try {
-    format = quantFormatOf(probe.config.raw, `${dir}/config.json`);
-  } finally {
-    await probe.close();
+    raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  } catch {
+    raw = {};
   }
+  const format = raw && typeof raw === 'object' ? quantFormatOf(raw, `${dir}/config.json`) : null;
   if (format === null) {
     const checkpoint = await openCheckpoint(dir);
     const weights = await loadModelWeights(checkpoint, opts).catch(async (err) => {
