@@ -30,7 +30,7 @@ export interface WeightSource {
 export interface ModelWeightsOptions {
   /**
    * Which tensors to prepare (default: all). A caller that supplies some weights itself (e.g. the quantization
-   * issue's 4-bit projections, through the `base` projection hook) skips them here, so they are never converted.
+   * 4-bit projections of lib/quant/frozen-base.ts, through the `base` projection hook) skips them here.
    */
   include?: (name: string) => boolean;
   /** Converted weights beyond this many float32 bytes in total go to a temporary file (default 256 MiB). */

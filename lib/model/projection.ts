@@ -2,9 +2,9 @@
  * The projection hook: every linear projection of a decoder layer (q, k, v, o, gate, up, down) is built here,
  * so other parts of moka can change how it is computed without touching the model graph:
  *
- * - `base` supplies the frozen projection x ↦ x·Wᵀ (the quantization issue returns a 4-bit path). When it is
+ * - `base` supplies the frozen projection x ↦ x·Wᵀ (lib/quant/frozen-base.ts returns the 4-bit path). When it is
  *   absent or returns undefined, the float32 weight of the checkpoint and the engine's `linear` are used.
- * - `wrap` computes the layer's output from x and that base function (the adapters issue adds its update,
+ * - `wrap` computes the layer's output from x and that base function (lib/adapters adds its update,
  *   e.g. base(x) + Δ(x)). When absent, the output is base(x).
  *
  * Hooks run once per projection per graph the model builds (scoring, prefill and each decode graph are
@@ -26,9 +26,9 @@ export interface ProjectionContext {
 }
 
 export interface ProjectionHooks {
-  /** Supplies the frozen base projection as a function x -> x·Wᵀ (the quantization issue returns a 4-bit path). Default: float32 weight + engine `linear`. */
+  /** Supplies the frozen base projection as a function x -> x·Wᵀ (lib/quant/frozen-base.ts returns the 4-bit path). Default: float32 weight + engine `linear`. */
   base?: (ctx: ProjectionContext, graph: Graph) => ((x: Tensor) => Tensor) | undefined;
-  /** Wraps the projection (the adapters issue adds its update): receives x and the base function, returns y. Default: base(x). */
+  /** Wraps the projection (lib/adapters adds its update): receives x and the base function, returns y. Default: base(x). */
   wrap?: (ctx: ProjectionContext, x: Tensor, base: (x: Tensor) => Tensor) => Tensor;
 }
 
