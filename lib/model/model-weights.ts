@@ -29,7 +29,7 @@ export interface WeightSource {
 
 export interface ModelWeightsOptions {
   /**
-   * Which tensors to prepare (default: all). A caller that supplies some weights itself (e.g. the quantization
+   * Which tensors to prepare (default: all). A caller that supplies some weights itself (e.g. the
    * 4-bit projections of lib/quant/frozen-base.ts, through the `base` projection hook) skips them here.
    */
   include?: (name: string) => boolean;
