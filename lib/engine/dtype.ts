@@ -90,3 +90,41 @@ export function allocHost(d: DType, n: number): HostArray {
       return new Uint8Array(Math.ceil(n / 2));
   }
 }
+
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+
+/** float32 bits → float16 bits, round to nearest even. */
+export function float32BitsToFloat16Bits(x: number): number {
+  const sign = (x >>> 16) & 0x8000;
+  const abs = x & 0x7fffffff;
+  if (abs >= 0x7f800000) {
+    // Inf stays Inf; NaN becomes a quiet NaN that keeps the top of its payload.
+    return abs > 0x7f800000 ? sign | 0x7e00 | ((abs >>> 13) & 0x3ff) : sign | 0x7c00;
+  }
+  // 65520 = 65504 + half an ulp: it and everything above round to Inf.
+  if (abs >= 0x477ff000) return sign | 0x7c00;
+  if (abs < 0x38800000) {
+    // Below the smallest normal half (2^-14): the result is a subnormal m·2^-24 (m may round up to 1024,
+    // which is exactly the smallest normal's bit pattern). The product is exact in float64.
+    scratchU32[0] = abs;
+    const v = scratchF32[0]! * 16777216;
+    let m = Math.floor(v);
+    const frac = v - m;
+    if (frac > 0.5 || (frac === 0.5 && (m & 1) === 1)) m++;
+    return sign | m;
+  }
+  const exp = (abs >>> 23) - 127 + 15;
+  const mant = abs & 0x7fffff;
+  let h = (exp << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  // A carry out of the mantissa correctly bumps the exponent.
+  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++;
+  return sign | h;
+}
+
+/** A number (rounded to float32 first) to IEEE half-precision bits, round to nearest even. */
+export function float32ToFloat16Bits(value: number): number {
+  scratchF32[0] = value;
+  return float32BitsToFloat16Bits(scratchU32[0]!);
+}

@@ -4,7 +4,7 @@
  */
 import onnxProto from 'onnx-proto';
 import type { DType } from './dtype.ts';
-import { ONNX_DTYPE } from './dtype.ts';
+import { ONNX_DTYPE, float32ToFloat16Bits } from './dtype.ts';
 import type { Tensor } from './graph.ts';
 import { bindDim, bindShape, type Dim } from './shape.ts';
 
@@ -160,33 +160,4 @@ export function scalarTensorProto(name: string, value: number, dtype: DType): on
       throw new Error(`no scalar constants of dtype ${dtype}`);
   }
   return { name, dataType: ONNX_DTYPE[dtype], dims: [], rawData: raw };
-}
-
-/** IEEE half-precision bits of a number, rounding to nearest even. */
-export function float32ToFloat16Bits(value: number): number {
-  const f32 = new Float32Array(1);
-  const u32 = new Uint32Array(f32.buffer);
-  f32[0] = value;
-  const x = u32[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && half & 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent (and saturates to infinity).
-  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++;
-  return sign | half;
 }

@@ -32,4 +32,4 @@ export { linear } from './ops/linear.ts';
 export { softmax, logSoftmax, crossEntropy, rmsNorm } from './ops/nn.ts';
 export { rope, ropeTables } from './ops/rope.ts';
 export { dropoutMask, dropoutMaskReference } from './ops/dropout.ts';
-export { attention, type AttentionOptions } from './ops/attention.ts';
+export { attention, MASKED_SCORE, type AttentionOptions } from './ops/attention.ts';

@@ -6,6 +6,7 @@
  * All multi-byte views assume a little-endian host, which is what safetensors stores; `assertLittleEndianHost`
  * turns the (hypothetical) big-endian host into a clear error instead of silently wrong numbers.
  */
+import { float32BitsToFloat16Bits, float32ToFloat16Bits } from '../engine/dtype.ts';
 import { endianness } from 'node:os';
 
 /** Bytes per element of every safetensors dtype moka reads or writes. */
@@ -147,35 +148,6 @@ function f32Bits(x: number): number {
   return scratchU32[0]!;
 }
 
-/** float32 bits → float16 bits, round to nearest even. */
-function f32BitsToF16Bits(x: number): number {
-  const sign = (x >>> 16) & 0x8000;
-  const abs = x & 0x7fffffff;
-  if (abs >= 0x7f800000) {
-    // Inf stays Inf; NaN becomes a quiet NaN that keeps the top of its payload.
-    return abs > 0x7f800000 ? sign | 0x7e00 | ((abs >>> 13) & 0x3ff) : sign | 0x7c00;
-  }
-  // 65520 = 65504 + half an ulp: it and everything above round to Inf.
-  if (abs >= 0x477ff000) return sign | 0x7c00;
-  if (abs < 0x38800000) {
-    // Below the smallest normal half (2^-14): the result is a subnormal m·2^-24 (m may round up to 1024,
-    // which is exactly the smallest normal's bit pattern). The product is exact in float64.
-    scratchU32[0] = abs;
-    const v = scratchF32[0]! * 16777216;
-    let m = Math.floor(v);
-    const frac = v - m;
-    if (frac > 0.5 || (frac === 0.5 && (m & 1) === 1)) m++;
-    return sign | m;
-  }
-  const exp = (abs >>> 23) - 127 + 15;
-  const mant = abs & 0x7fffff;
-  let h = (exp << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  // A carry out of the mantissa correctly bumps the exponent.
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1) === 1)) h++;
-  return sign | h;
-}
-
 /** float32 bits → bfloat16 bits, round to nearest even. */
 function f32BitsToBf16Bits(x: number): number {
   if ((x & 0x7fffffff) > 0x7f800000) return ((x >>> 16) | 0x0040) & 0xffff;
@@ -184,7 +156,7 @@ function f32BitsToBf16Bits(x: number): number {
 
 /** A number (rounded to float32 first, as the engine would hold it) to float16 bits. */
 export function f32ToF16Bits(x: number): number {
-  return f32BitsToF16Bits(f32Bits(x));
+  return float32ToFloat16Bits(x);
 }
 
 /** A number (rounded to float32 first) to bfloat16 bits. */
@@ -208,7 +180,7 @@ export function bf16ToF32Array(src: Uint16Array): Float32Array {
 export function f32ToF16Array(src: Float32Array): Uint16Array {
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f32BitsToF16Bits(bits[i]!);
+  for (let i = 0; i < src.length; i++) out[i] = float32BitsToFloat16Bits(bits[i]!);
   return out;
 }
 

@@ -23,6 +23,7 @@
  */
 import {
   GraphError,
+  MASKED_SCORE,
   add,
   attention,
   cast,
@@ -49,9 +50,6 @@ import {
 } from './config.ts';
 import type { WeightSource } from './model-weights.ts';
 import { buildProjection, type ProjectionHooks } from './projection.ts';
-
-/** What a padded key adds to an attention score: exp() of it underflows to exactly 0 next to real scores. */
-const MASKED_SCORE = -1e9;
 
 export interface LlamaGraphOptions {
   hooks?: ProjectionHooks;

@@ -5,11 +5,8 @@
  * additive mask the engine's causal attention takes. For unpacked batches the same graph works with
  * `defaultPositionIds` (0…S−1) and `defaultSegmentIds` (1 on tokens, 0 on padding), so one graph serves both.
  */
-import { equal, fill, reshape, where, zeros, type Tensor } from '../engine/index.ts';
+import { MASKED_SCORE, equal, fill, reshape, where, zeros, type Tensor } from '../engine/index.ts';
 import type { TokenBatch } from './step-program.ts';
-
-/** What masked scores are set to (as the engine's causal mask); exp() of it is exactly 0 in float32. */
-export const MASKED_SCORE = -1e9;
 
 /**
  * Additive attention mask [B, 1, S, S] from segment ids [B, S] (int64): 0 where query and key are in the same

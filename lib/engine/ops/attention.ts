@@ -21,7 +21,11 @@ interface AttentionAttrs {
   hasMask: boolean;
 }
 
-const MASKED = -1e9;
+/**
+ * What a masked attention score is set to (causal mask; padding masks should use it too): exp() of it underflows
+ * to exactly 0 next to real scores in float32, and it becomes −∞ in float16, which softmax also maps to 0.
+ */
+export const MASKED_SCORE = -1e9;
 
 const attentionOp: OpDef<AttentionAttrs> = {
   type: 'attention',
@@ -194,7 +198,7 @@ function emitCausalMask(ctx: EmitContext, sq: number, sk: number, dt: Tensor['dt
   const allowed = ctx.fresh('allowed');
   ctx.node('Trilu', [ones, ctx.int64([sk - sq], true)], [allowed], { upper: 0 });
   const mask = ctx.fresh('cmask');
-  ctx.node('Where', [allowed, ctx.scalar(0, dt), ctx.scalar(MASKED, dt)], [mask]);
+  ctx.node('Where', [allowed, ctx.scalar(0, dt), ctx.scalar(MASKED_SCORE, dt)], [mask]);
   return mask;
 }
 

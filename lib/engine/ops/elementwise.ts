@@ -2,8 +2,7 @@
  * Elementwise ops with numpy broadcasting: add, sub, mul, div, pow, and the unary maths a decoder, its loss
  * and AdamW need. Gradients of broadcast inputs are summed back to the input's shape (`unbroadcast`).
  */
-import { allocHost, type DType } from '../dtype.ts';
-import { float32ToFloat16Bits } from '../emit-context.ts';
+import { allocHost, float32ToFloat16Bits, type DType } from '../dtype.ts';
 import { GraphError, graphOf, opError, type OpDef, type Tensor } from '../graph.ts';
 import { broadcastShapes, shapeEq, type Shape } from '../shape.ts';
 import { reduceSum } from './reduce.ts';
