@@ -16,7 +16,7 @@ import {
   type AdapterType,
 } from '../../lib/adapters/adapter-config.ts';
 import type { ProgressMode } from '../../lib/train/progress.ts';
-import { runTraining } from '../../lib/train/run-training.ts';
+import { runTraining, trainingSummary } from '../../lib/train/run-training.ts';
 import { parseTrainConfig } from '../../lib/train/train-config.ts';
 import { collect, parseInteger, parseNumber, parseProvider, readJsonFile } from './cli-helpers.ts';
 
@@ -152,20 +152,7 @@ export function registerTrain(program: Command): void {
         ...(opts.threads !== undefined ? { intraOpThreads: parseInteger(opts.threads, '--threads', 1) } : {}),
         progress: opts.progress as ProgressMode,
       });
-      process.stdout.write(
-        `${JSON.stringify({
-          stoppedBy: result.stoppedBy,
-          step: result.step,
-          totalSteps: result.totalSteps,
-          resumedFrom: result.resumedFrom,
-          lastEvalLoss: result.lastEvalLoss,
-          bestEvalLoss: result.bestEvalLoss,
-          trainableParameters: result.trainableParameters,
-          adapterDir: result.adapterDir,
-          checkpointDir: result.checkpointDir,
-          metrics: result.metricsPath,
-        })}\n`,
-      );
+      process.stdout.write(`${JSON.stringify(trainingSummary(result))}\n`);
       if (result.stoppedBy === 'signal') {
         const num =
           constants.signals[result.signal as keyof typeof constants.signals] ?? constants.signals.SIGTERM;

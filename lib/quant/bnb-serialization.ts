@@ -21,6 +21,7 @@ import { restoreAbsmax, type DoubleQuantState } from './double-quant.ts';
 import { BNB_BLOCK_SIZES, sourceDtypeFromTorchName, type Nf4Weight, type SourceDtype } from './nf4.ts';
 import { PyFloat, pythonJsonDumps, type PyJsonValue } from './python-json.ts';
 import type { QuantTensor, TensorSource } from './quant-tensor.ts';
+import { parseQuantStateJson } from './quant-tensor.ts';
 
 export const BNB_NF4_STATE_SUFFIX = '.quant_state.bitsandbytes__nf4';
 export const BNB_FP4_STATE_SUFFIX = '.quant_state.bitsandbytes__fp4';
@@ -130,15 +131,7 @@ function nf4Failure(weightName: string, where: string) {
 /** Parses and validates the quant-state JSON bytes of `weightName`; a UserError names what is wrong. */
 export function parseNf4QuantState(bytes: Uint8Array, weightName: string, where: string): Nf4QuantState {
   const fail = nf4Failure(weightName, where);
-  let state: Record<string, unknown>;
-  try {
-    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as Record<string, unknown>;
-  } catch {
-    return fail('its quant_state tensor is not UTF-8 JSON');
-  }
-  if (state === null || typeof state !== 'object' || Array.isArray(state)) {
-    return fail('its quant_state is not a JSON object');
-  }
+  const state = parseQuantStateJson(bytes, fail);
   if (state.quant_type !== 'nf4')
     fail(`quant_state.quant_type is ${JSON.stringify(state.quant_type)}, not "nf4"`);
   const blockSize = state.blocksize;

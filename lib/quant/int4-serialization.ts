@@ -18,6 +18,7 @@ import { INT4_BLOCK_SIZES, int4KBlocks, type Int4Weight } from './int4.ts';
 import { sourceDtypeFromTorchName, type SourceDtype } from './nf4.ts';
 import { pythonJsonDumps } from './python-json.ts';
 import type { QuantTensor, TensorSource } from './quant-tensor.ts';
+import { parseQuantStateJson } from './quant-tensor.ts';
 
 export const INT4_STATE_SUFFIX = '.quant_state.moka__int4';
 /** Names the byte layout, so a future layout cannot be misread as this one. */
@@ -81,15 +82,7 @@ function int4Failure(weightName: string, where: string) {
 
 export function parseInt4QuantState(bytes: Uint8Array, weightName: string, where: string): Int4QuantState {
   const fail = int4Failure(weightName, where);
-  let state: Record<string, unknown>;
-  try {
-    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as Record<string, unknown>;
-  } catch {
-    return fail('its quant_state tensor is not UTF-8 JSON');
-  }
-  if (state === null || typeof state !== 'object' || Array.isArray(state)) {
-    return fail('its quant_state is not a JSON object');
-  }
+  const state = parseQuantStateJson(bytes, fail);
   if (state.quant_type !== 'int4' || state.bits !== 4) fail('quant_state is not a 4-bit int4 state');
   if (state.layout !== INT4_LAYOUT)
     fail(`quant_state.layout ${JSON.stringify(state.layout)} is not "${INT4_LAYOUT}"`);

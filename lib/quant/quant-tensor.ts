@@ -20,3 +20,20 @@ export function tensorSourceOf(tensors: readonly QuantTensor[]): TensorSource {
   const byName = new Map(tensors.map((t) => [t.name, t]));
   return (name) => Promise.resolve(byName.get(name) ?? null);
 }
+
+/** A quant-state tensor's bytes as a JSON object; `fail` says what is wrong (it throws). */
+export function parseQuantStateJson(
+  bytes: Uint8Array,
+  fail: (what: string) => never,
+): Record<string, unknown> {
+  let state: unknown;
+  try {
+    state = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    return fail('its quant_state tensor is not UTF-8 JSON');
+  }
+  if (state === null || typeof state !== 'object' || Array.isArray(state)) {
+    return fail('its quant_state is not a JSON object');
+  }
+  return state as Record<string, unknown>;
+}

@@ -66,6 +66,22 @@ async function modelIdentity(base: FrozenBase): Promise<Record<string, unknown>>
   return { format: base.format, config: ckpt.config.raw, weightFiles: files };
 }
 
+/** What a run reports when it ends (printed by `moka train`, and in train-summary.json with the data report). */
+export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
+  return {
+    stoppedBy: r.stoppedBy,
+    step: r.step,
+    totalSteps: r.totalSteps,
+    resumedFrom: r.resumedFrom,
+    lastEvalLoss: r.lastEvalLoss,
+    bestEvalLoss: r.bestEvalLoss,
+    trainableParameters: r.trainableParameters,
+    adapterDir: r.adapterDir,
+    checkpointDir: r.checkpointDir,
+    metrics: r.metricsPath,
+  };
+}
+
 export async function runTraining(opts: RunTrainingOptions): Promise<RunTrainingResult> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
   const provider = opts.provider ?? 'cpu';
@@ -146,22 +162,18 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       adapterDir = join(opts.outputDir, 'adapter');
       await saveAdapter(adapterDir, runtime, result.params, { baseModel: opts.modelDir });
     }
-    const summary = {
-      stoppedBy: result.stoppedBy,
-      step: result.step,
-      totalSteps: result.totalSteps,
-      resumedFrom: result.resumedFrom,
-      lastEvalLoss: result.lastEvalLoss,
-      bestEvalLoss: result.bestEvalLoss,
-      trainableParameters: plan.totalParams,
+    const final: RunTrainingResult = {
+      ...result,
       adapterDir,
       data: data.report,
+      trainableParameters: plan.totalParams,
     };
+    const summary = { ...trainingSummary(final), data: data.report };
     await writeFileAtomic(
       join(opts.outputDir, 'train-summary.json'),
       `${JSON.stringify(summary, null, 2)}\n`,
     );
-    return { ...result, adapterDir, data: data.report, trainableParameters: plan.totalParams };
+    return final;
   } finally {
     await program?.release();
     await base.close();
