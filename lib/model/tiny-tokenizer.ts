@@ -96,15 +96,7 @@ function tokenizerJsonOf(
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: TINY_SPECIAL_TOKENS.map((content) => ({
-      id: specialIds[content],
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    })),
+    added_tokens: TINY_SPECIAL_TOKENS.map((content) => specialToken(specialIds[content]!, content)),
     normalizer: null,
     pre_tokenizer: {
       type: 'Sequence',
@@ -224,15 +216,7 @@ export function buildTinyTokenizer(opts: TinyTokenizerOptions = {}): TinyTokeniz
   if (reserved.length > 0) {
     const added = tokenizerJson.added_tokens as Record<string, unknown>[];
     reserved.forEach((content, i) =>
-      added.push({
-        id: Object.keys(vocab).length + TINY_SPECIAL_TOKENS.length + i,
-        content,
-        single_word: false,
-        lstrip: false,
-        rstrip: false,
-        normalized: false,
-        special: true,
-      }),
+      added.push(specialToken(Object.keys(vocab).length + TINY_SPECIAL_TOKENS.length + i, content)),
     );
   }
   const addedTokensDecoder: Record<string, unknown> = {};
@@ -265,4 +249,9 @@ export function buildTinyTokenizer(opts: TinyTokenizerOptions = {}): TinyTokeniz
     eosId: specialIds['<|end_of_text|>']!,
     eotId: specialIds['<|eot_id|>']!,
   };
+}
+
+/** An `added_tokens` entry of tokenizer.json for a special token. */
+function specialToken(id: number, content: string) {
+  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
 }

@@ -19,15 +19,23 @@ import { saveAdapter } from '../adapters/adapter-files.ts';
 import { resolveTargets } from '../adapters/targets.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
-import type { CheckpointHooks } from './checkpoints.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
-import type { ProgressMode } from './progress.ts';
 import type { StepProgram } from './step-program.ts';
 import { resolvePrecision, type TrainConfig } from './train-config.ts';
-import { train, type TrainResult } from './trainer.ts';
+import { train, type TrainResult, type TrainerOptions } from './trainer.ts';
 import { prepareTrainingData, type DataReport } from './training-data.ts';
 
-export interface RunTrainingOptions {
+/** The trainer's own options that a run passes through unchanged (documented in trainer.ts). */
+type PassedThrough =
+  | 'resume'
+  | 'progress'
+  | 'logStream'
+  | 'warn'
+  | 'handleSignals'
+  | 'stopSignal'
+  | 'checkpointHooks';
+
+export interface RunTrainingOptions extends Pick<TrainerOptions, PassedThrough> {
   /** Hugging Face checkpoint directory (float32/float16/bfloat16 safetensors + tokenizer). */
   modelDir: string;
   /** Training data: files or directories (JSON arrays or JSON Lines). */
@@ -37,15 +45,8 @@ export interface RunTrainingOptions {
   outputDir: string;
   training: TrainConfig;
   adapter: AdapterConfig;
-  resume?: boolean | 'auto';
   provider?: ProviderChoice;
   intraOpThreads?: number;
-  progress?: ProgressMode;
-  logStream?: NodeJS.WritableStream & { isTTY?: boolean };
-  warn?: (message: string) => void;
-  handleSignals?: boolean;
-  stopSignal?: AbortSignal;
-  checkpointHooks?: CheckpointHooks;
 }
 
 export interface RunTrainingResult extends TrainResult {
