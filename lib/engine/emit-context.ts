@@ -105,6 +105,24 @@ export class EmitContext {
     return n;
   }
 
+  /** A float32 constant of any shape, emitted once per model for each distinct `key` (e.g. a lookup table). */
+  float32Table(key: string, dims: readonly number[], values: () => Float32Array): string {
+    const cacheKey = `f32:${key}`;
+    let n = this.constCache.get(cacheKey);
+    if (!n) {
+      n = this.fresh('c');
+      const data = values();
+      this.initializers.push({
+        name: n,
+        dataType: ONNX_DTYPE.float32,
+        dims: [...dims],
+        rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      });
+      this.constCache.set(cacheKey, n);
+    }
+    return n;
+  }
+
   /** A 0-d uint8 constant (bit manipulation of packed codes). */
   uint8Scalar(value: number): string {
     return this.constant(value, 'uint8', false);

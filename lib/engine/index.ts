@@ -15,7 +15,7 @@ export {
 export { emitOnnx, OPSET } from './emit.ts';
 export * from './ops/elementwise.ts';
 export { reduceSum, reduceMean, reduceMax, dimValue } from './ops/reduce.ts';
-export { cast, equal, not, where, fill, zeros, stopGradient } from './ops/misc.ts';
+export { after, cast, equal, not, where, fill, zeros, stopGradient } from './ops/misc.ts';
 export {
   reshape,
   unsqueeze,

@@ -90,6 +90,15 @@ export interface LlamaGraph {
   /** Keys (after RoPE) and values of the input tokens, per layer: [batch, kv_heads, seq, head_dim]. */
   presentKeys: Tensor[];
   presentValues: Tensor[];
+  /** The input of each decoder layer [batch, seq, hidden] (layerInputs[0] is the embedding output). */
+  layerInputs: Tensor[];
+  /** The last decoder layer's output, before the final norm. */
+  lastLayerOutput: Tensor;
+  /**
+   * Builds one more copy of decoder layer `i` on `x` (same weights and hooks): what recomputation in the
+   * backward (llama-step-program.ts) runs instead of keeping every layer's activations.
+   */
+  layer: (i: number, x: Tensor) => Tensor;
   /** The LM head: [..., hidden] → [..., vocab]. */
   lmHead: (h: Tensor) => Tensor;
   /** Logits of every position: [batch, seq, vocab]. */
@@ -184,7 +193,12 @@ export function buildLlamaGraph(
   // [B, S, heads·D] → [B, heads, S, D]
   const heads = (t: Tensor, n: number) => transpose(reshape(t, [B, S, n, D]), [0, 2, 1, 3]);
 
-  for (let i = 0; i < cfg.numLayers; i++) {
+  /** Decoder layer i on x; records its keys/values when `present` is given. */
+  const decoderLayer = (
+    i: number,
+    x: Tensor,
+    present?: { keys: Tensor[]; values: Tensor[] },
+  ): Tensor => {
     const p = Object.fromEntries(PROJECTION_NAMES.map((name) => [name, proj(i, name)])) as Record<
       ProjectionName,
       (t: Tensor) => Tensor
@@ -193,8 +207,8 @@ export function buildLlamaGraph(
     const q = rope(heads(p.q_proj(n), Hq), ropeCos, ropeSin);
     const k = rope(heads(p.k_proj(n), Hkv), ropeCos, ropeSin);
     const v = heads(p.v_proj(n), Hkv);
-    presentKeys.push(k);
-    presentValues.push(v);
+    present?.keys.push(k);
+    present?.values.push(v);
     const kAll = cache ? concat([inputs.pastKeys[i]!, k], 2) : k;
     const vAll = cache ? concat([inputs.pastValues[i]!, v], 2) : v;
     const a = attention(q, kAll, vAll, { causal: true, mask: maskAdd }); // [B, Hq, S, D]
@@ -205,8 +219,14 @@ export function buildLlamaGraph(
       weights.tensor(graph, `model.layers.${i}.post_attention_layernorm.weight`),
       cfg.rmsNormEps,
     );
-    x = add(h, p.down_proj(mul(silu(p.gate_proj(m)), p.up_proj(m))));
+    return add(h, p.down_proj(mul(silu(p.gate_proj(m)), p.up_proj(m))));
+  };
+  const layerInputs: Tensor[] = [];
+  for (let i = 0; i < cfg.numLayers; i++) {
+    layerInputs.push(x);
+    x = decoderLayer(i, x, { keys: presentKeys, values: presentValues });
   }
+  const lastLayerOutput = x;
   const hidden = rmsNorm(x, weights.tensor(graph, FINAL_NORM_WEIGHT), cfg.rmsNormEps);
   const head = cfg.tieWordEmbeddings ? embed : weights.tensor(graph, LM_HEAD_WEIGHT);
   const lmHead = (h: Tensor) => linear(h, head);
@@ -218,6 +238,9 @@ export function buildLlamaGraph(
     hidden,
     presentKeys,
     presentValues,
+    layerInputs,
+    lastLayerOutput,
+    layer: (i, input) => decoderLayer(i, input),
     lmHead,
     logits: () => (logits ??= lmHead(hidden)),
   };

@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Graph, Tensor } from '../engine/index.ts';
+import type { Graph, Tensor, WeightData } from '../engine/index.ts';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { loadModelWeights, type ModelWeightsOptions, type WeightSource } from '../model/model-weights.ts';
@@ -77,14 +77,23 @@ export async function openFrozenBase(dir: string, opts: ModelWeightsOptions = {}
   }
 }
 
+const EMPTY = new Uint8Array(0);
+
 async function openQuantizedBase(
   dir: string,
   q: QuantizedCheckpoint,
   opts: ModelWeightsOptions,
 ): Promise<FrozenBase> {
   const quantized = new Set(q.quantizedWeightNames());
-  const packed = new Map<string, QuantizedWeight>();
-  for (const name of quantized) packed.set(name, await q.readQuantized(name));
+  // The packed codes are referenced where they lie in the checkpoint's shards (ONNX Runtime reads them from
+  // there): only the block scales and metadata stay in JavaScript, not a second copy of the 4-bit weights.
+  const packed = new Map<string, { w: QuantizedWeight; data: WeightData }>();
+  for (const name of quantized) {
+    const w = await q.readQuantized(name);
+    const at = q.checkpoint.location(name);
+    const inPlace = at.length === w.packed.length;
+    packed.set(name, { w: inPlace ? { ...w, packed: EMPTY } : w, data: inPlace ? at : w.packed });
+  }
   const logical = new Set(q.tensorNames());
   const weights = await loadModelWeights(q.checkpoint, {
     ...opts,
@@ -92,13 +101,13 @@ async function openQuantizedBase(
   });
   const perGraph = new WeakMap<Graph, Map<string, QuantizedWeightTensors>>();
   const base: ProjectionHooks['base'] = (ctx, graph) => {
-    const w = packed.get(ctx.weightName);
-    if (!w) return undefined; // left in 16 bits (e.g. skipped modules): the float path
+    const entry = packed.get(ctx.weightName);
+    if (!entry) return undefined; // left in 16 bits (e.g. skipped modules): the float path
     let declared = perGraph.get(graph);
     if (!declared) perGraph.set(graph, (declared = new Map()));
     let tensors = declared.get(ctx.weightName);
     if (!tensors) {
-      tensors = quantizedWeightTensors(graph, ctx.weightName, w);
+      tensors = quantizedWeightTensors(graph, ctx.weightName, entry.w, entry.data);
       declared.set(ctx.weightName, tensors);
     }
     const t = tensors;

@@ -1,20 +1,28 @@
 /**
  * A frozen 4-bit linear layer inside engine graphs: y = x·deq(W)ᵀ, with the gradient to x (never to W).
  *
- * The weight stays 4-bit in the model (uint8 initializers, plus float32 block scales). Each use decodes it
- * in plain ONNX — BitShift/BitwiseAnd to 4-bit codes, the NF4 table (Gather) or (q − zero point) for int4,
- * times the block scale — into a transient float weight, exact up to float rounding:
- *   - forward: int4 uses com.microsoft MatMulNBits at accuracy level 0 (exact, no float copy at all);
- *     NF4 has no affine form, so it decodes and runs Gemm(transB);
- *   - backward: a separate node decodes again and computes dX = dY·deq(W). Recomputing instead of keeping the
- *     forward's decoded weight means at most a layer's worth of float weights is alive at any time.
+ * The weight stays 4-bit in the model (uint8 initializers, plus float32 block scales):
+ *   - forward (float32): fused com.microsoft kernels that never leave a float copy behind — MatMulNBits at
+ *     accuracy level 0 for int4, MatMulBnb4 (quant_type 1 = NF4) for NF4. MatMulBnb4 decodes into a scratch
+ *     buffer inside the kernel and runs one GEMM; it matches decode-then-matmul to float rounding (a test pins
+ *     it) and is used when its layout holds: the bnb NF4 table, whole blocks (n·k a multiple of the block);
+ *   - otherwise (other dtypes, partial blocks, a custom table) and in the backward, the weight is decoded in
+ *     plain ONNX — each packed byte looked up in a 256 × 2 table of its two values (one Gather of int32
+ *     indices: 2 bytes of indices per weight instead of 8 for int64 per code), times the block scale — into a
+ *     transient float weight, exact up to float rounding;
+ *   - backward: dX = dY·deq(W). No 4-bit kernel computes the untransposed product on the CPU (MatMulBnb4 with
+ *     transB = 0 returns wrong values in ORT 1.30: its GEMM is hard-wired to transpose B), so a node of its
+ *     own decodes the weight again right where the gradient needs it. Sessions disable common-subexpression
+ *     elimination (lib/engine/session.ts) so ORT does not merge that decode with a forward one and keep every
+ *     layer's float weight alive from the forward to the backward.
  */
 import { DTYPE_BITS } from '../engine/dtype.ts';
 import type { EmitContext } from '../engine/emit-context.ts';
 import { GraphError, graphOf, opError, type Graph, type OpDef, type Tensor } from '../engine/graph.ts';
+import type { WeightData } from '../engine/graph.ts';
 import { divDims, numel } from '../engine/shape.ts';
 import type { Int4Weight } from './int4.ts';
-import type { Nf4Weight } from './nf4.ts';
+import { NF4_CODE, type Nf4Weight } from './nf4.ts';
 import type { QuantizedWeight } from './quantized-weight.ts';
 
 /** The graph tensors of a 4-bit weight of logical shape [n, k] (out, in). */
@@ -27,23 +35,38 @@ export interface QuantizedWeightTensors {
   packed: Tensor;
   /** float32: NF4 absmax [ceil(n·k/blockSize)]; int4 scales [n·kBlocks]. */
   scales: Tensor;
-  /** NF4: the 16 float32 levels. */
-  table?: Tensor;
+  /** NF4: the 16 float32 levels codes decode to. */
+  levels?: Float32Array;
   /** int4 asymmetric: packed zero points [n, ceil(kBlocks/2)], low nibble first. */
   zeroPoints?: Tensor;
 }
 
-/** Adds a quantized weight's buffers to `graph` as frozen weights named after `name`. */
+/**
+ * Adds a quantized weight's buffers to `graph` as frozen weights named after `name`. `packedData` says where
+ * the packed codes are when not in `w.packed` (e.g. their byte range in a checkpoint shard, so that ONNX
+ * Runtime reads them from the file and no JavaScript copy is kept).
+ */
 export function quantizedWeightTensors(
   graph: Graph,
   name: string,
   w: QuantizedWeight,
+  packedData: WeightData = w.packed,
 ): QuantizedWeightTensors {
-  if (w.format === 'nf4') return nf4Tensors(graph, name, w);
-  return int4Tensors(graph, name, w);
+  if (w.format === 'nf4') return nf4Tensors(graph, name, w, packedData);
+  return int4Tensors(graph, name, w, packedData);
 }
 
-function nf4Tensors(graph: Graph, name: string, w: Nf4Weight): QuantizedWeightTensors {
+/** The [256, 2] byte → two values table (see QuantizedWeightTensors.pairs). */
+function pairTable(first: (byte: number) => number, second: (byte: number) => number): Float32Array {
+  const t = new Float32Array(512);
+  for (let b = 0; b < 256; b++) {
+    t[2 * b] = first(b);
+    t[2 * b + 1] = second(b);
+  }
+  return t;
+}
+
+function nf4Tensors(graph: Graph, name: string, w: Nf4Weight, packedData: WeightData): QuantizedWeightTensors {
   if (w.shape.length !== 2)
     throw new GraphError(`${name}: a quantized linear weight must be 2-D, got [${w.shape}]`);
   const [n, k] = w.shape as [number, number];
@@ -52,21 +75,22 @@ function nf4Tensors(graph: Graph, name: string, w: Nf4Weight): QuantizedWeightTe
     n,
     k,
     blockSize: w.blockSize,
-    packed: graph.weight(`${name}.nf4`, 'uint8', [w.packed.length], w.packed),
+    packed: graph.weight(`${name}.nf4`, 'uint8', [Math.ceil((n * k) / 2)], packedData),
     scales: graph.weight(`${name}.absmax`, 'float32', [w.absmax.length], w.absmax),
-    table: graph.weight(`${name}.quant_map`, 'float32', [16], w.quantMap),
+    levels: w.quantMap,
   };
 }
 
-function int4Tensors(graph: Graph, name: string, w: Int4Weight): QuantizedWeightTensors {
+function int4Tensors(graph: Graph, name: string, w: Int4Weight, packedData: WeightData): QuantizedWeightTensors {
   const kBlocks = Math.ceil(w.k / w.blockSize);
   return {
     format: 'int4',
     n: w.n,
     k: w.k,
     blockSize: w.blockSize,
-    packed: graph.weight(`${name}.int4`, 'uint8', [w.n, kBlocks, w.blockSize / 2], w.packed),
+    packed: graph.weight(`${name}.int4`, 'uint8', [w.n, kBlocks, w.blockSize / 2], packedData),
     scales: graph.weight(`${name}.scales`, 'float32', [w.n * kBlocks], w.scales),
+
     ...(w.zeroPoints
       ? {
           zeroPoints: graph.weight(
@@ -86,31 +110,51 @@ interface QuantLinearAttrs {
   k: number;
   blockSize: number;
   hasZeroPoints: boolean;
+  /** NF4: the 16 levels codes decode to. */
+  levels: number[] | null;
+  /** NF4: the forward may use MatMulBnb4 (bnb's table, whole blocks). */
+  bnbKernel: boolean;
 }
 
+/** Inputs after x: packed, scales, then (int4 asymmetric) zero points. */
 function buffersOf(q: QuantizedWeightTensors): Tensor[] {
-  return q.format === 'nf4'
-    ? [q.packed, q.scales, q.table!]
-    : [q.packed, q.scales, ...(q.zeroPoints ? [q.zeroPoints] : [])];
+  return [q.packed, q.scales, ...(q.zeroPoints ? [q.zeroPoints] : [])];
 }
 
-/** Unpacks uint8 bytes into 4-bit codes (as int64 indices or floats), in the format's nibble order. */
-function emitCodes(ctx: EmitContext, packed: string, highFirst: boolean, packedShape: number[]): string {
-  const hi = ctx.fresh('hi');
-  ctx.node('BitShift', [packed, ctx.uint8Scalar(4)], [hi], { direction: 'RIGHT' });
-  const lo = ctx.fresh('lo');
-  ctx.node('BitwiseAnd', [packed, ctx.uint8Scalar(15)], [lo]);
-  const a = ctx.fresh('a');
-  const b = ctx.fresh('b');
-  ctx.node('Unsqueeze', [highFirst ? hi : lo, ctx.int64([-1])], [a]);
-  ctx.node('Unsqueeze', [highFirst ? lo : hi, ctx.int64([-1])], [b]);
-  const pair = ctx.fresh('pair');
-  ctx.node('Concat', [a, b], [pair], { axis: -1 });
-  const codes = ctx.fresh('codes');
+/**
+ * The [256, 2] float32 table of the two values a packed byte holds, in memory order: NF4 the levels of its
+ * high then low nibble (`levels` given), int4 its low then high nibble as codes 0…15.
+ */
+function emitPairTable(ctx: EmitContext, levels: number[] | null): string {
+  const key = levels ? `nf4-pairs:${levels.join(',')}` : 'int4-pairs';
+  return ctx.float32Table(key, [256, 2], () =>
+    levels
+      ? pairTable(
+          (b) => levels[b >> 4]!,
+          (b) => levels[b & 15]!,
+        )
+      : pairTable(
+          (b) => b & 15,
+          (b) => b >> 4,
+        ),
+  );
+}
+
+/**
+ * Decodes packed bytes into their values through the [256, 2] pair table: Cast to int32 indices, one Gather,
+ * and a reshape that puts each byte's two values side by side. `packedShape` is the bytes' shape; the result
+ * has its last dimension doubled.
+ */
+function emitPairDecode(ctx: EmitContext, packed: string, pairs: string, packedShape: number[]): string {
+  const idx = ctx.fresh('idx');
+  ctx.node('Cast', [packed], [idx], { to: 6 }); // int32
+  const vals = ctx.fresh('pairs');
+  ctx.node('Gather', [pairs, idx], [vals], { axis: 0 });
   const shape = [...packedShape];
   shape[shape.length - 1] = shape[shape.length - 1]! * 2;
-  ctx.node('Reshape', [pair, ctx.int64(shape)], [codes]);
-  return codes;
+  const out = ctx.fresh('vals');
+  ctx.node('Reshape', [vals, ctx.int64(shape)], [out]);
+  return out;
 }
 
 /** Emits deq(W) as a [n, k] tensor of dtype `dt`; returns its name. */
@@ -121,7 +165,8 @@ function emitDequantized(
   dt: Tensor['dtype'],
 ): string {
   const { format, n, k, blockSize } = node.attrs;
-  const [packed, scales, third] = node.inputs.slice(offset) as [Tensor, Tensor, Tensor | undefined];
+  const [packed, scales, zeroPoints] = node.inputs.slice(offset) as [Tensor, Tensor, Tensor | undefined];
+  const pairs = emitPairTable(ctx, node.attrs.levels);
   const to = dt === 'float64' ? 11 : dt === 'float16' ? 10 : 1;
   const castTo = (name: string) => {
     if (dt === 'float32') return name;
@@ -133,22 +178,17 @@ function emitDequantized(
   if (format === 'nf4') {
     const total = n * k;
     const nBlocks = Math.ceil(total / blockSize);
-    let codes = emitCodes(ctx, ctx.name(packed), true, [ctx.shape(packed)[0]!]);
-    const idx = ctx.fresh('idx');
-    ctx.node('Cast', [codes], [idx], { to: 7 });
-    codes = idx;
+    const bytes = ctx.shape(packed)[0]!;
+    let levels = emitPairDecode(ctx, ctx.name(packed), pairs, [bytes]);
     const padded = nBlocks * blockSize;
-    const have = ctx.shape(packed)[0]! * 2;
-    if (have !== padded) {
-      // Odd or partial last block: take the real codes, pad with code 0 to whole blocks (scaled, then dropped).
+    if (bytes * 2 !== padded) {
+      // Odd or partial last block: take the real values, pad with 0 to whole blocks (scaled, then dropped).
       const cut = ctx.fresh('cut');
-      ctx.node('Slice', [codes, ctx.int64([0]), ctx.int64([Math.min(have, total)]), ctx.int64([0])], [cut]);
+      ctx.node('Slice', [levels, ctx.int64([0]), ctx.int64([total]), ctx.int64([0])], [cut]);
       const pad = ctx.fresh('pad');
-      ctx.node('Pad', [cut, ctx.int64([0, padded - Math.min(have, total)])], [pad], { mode: 'constant' });
-      codes = pad;
+      ctx.node('Pad', [cut, ctx.int64([0, padded - total])], [pad], { mode: 'constant' });
+      levels = pad;
     }
-    const levels = ctx.fresh('levels');
-    ctx.node('Gather', [ctx.name(third!), codes], [levels], { axis: 0 });
     const blocks = ctx.fresh('blocks');
     ctx.node('Reshape', [levels, ctx.int64([nBlocks, blockSize])], [blocks]);
     const col = ctx.fresh('absmax');
@@ -169,18 +209,15 @@ function emitDequantized(
   }
   // int4: q − zp, times the block scale; rows padded to whole blocks.
   const kBlocks = Math.ceil(k / blockSize);
-  const codes = emitCodes(ctx, ctx.name(packed), false, [n, kBlocks, blockSize / 2]);
-  const qf = ctx.fresh('qf');
-  ctx.node('Cast', [codes], [qf], { to: 1 });
+  const qf = emitPairDecode(ctx, ctx.name(packed), pairs, [n, kBlocks, blockSize / 2]);
   let zp: string;
   if (node.attrs.hasZeroPoints) {
-    const zc = emitCodes(ctx, ctx.name(third!), false, ctx.shape(third!));
-    const zcut = ctx.fresh('zcut');
-    ctx.node('Slice', [zc, ctx.int64([0]), ctx.int64([kBlocks]), ctx.int64([1])], [zcut]);
-    const zf = ctx.fresh('zf');
-    ctx.node('Cast', [zcut], [zf], { to: 1 });
+    const zc = emitPairDecode(ctx, ctx.name(zeroPoints!), pairs, ctx.shape(zeroPoints!));
     zp = ctx.fresh('zp');
-    ctx.node('Unsqueeze', [zf, ctx.int64([-1])], [zp]);
+    ctx.node('Slice', [zc, ctx.int64([0]), ctx.int64([kBlocks]), ctx.int64([1])], [zp]);
+    const zcol = ctx.fresh('zcol');
+    ctx.node('Unsqueeze', [zp, ctx.int64([-1])], [zcol]);
+    zp = zcol;
   } else zp = ctx.scalar(8, 'float32');
   const centered = ctx.fresh('centered');
   ctx.node('Sub', [qf, zp], [centered]);
@@ -250,6 +287,15 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
         { K: k, N: n, bits: 4, block_size: blockSize, accuracy_level: 0 },
         { domain: 'com.microsoft' },
       );
+    } else if (node.attrs.bnbKernel && x.dtype === 'float32') {
+      const [packed, scales] = node.inputs.slice(1) as [Tensor, Tensor];
+      ctx.node(
+        'MatMulBnb4',
+        [x2, ctx.name(packed), ctx.name(scales)],
+        [y2],
+        { K: k, N: n, block_size: blockSize, quant_type: 1 },
+        { domain: 'com.microsoft' },
+      );
     } else {
       const w = emitDequantized(ctx, node, 1, x.dtype);
       ctx.node('Gemm', [x2, w], [y2], { transB: 1 });
@@ -286,6 +332,12 @@ export function quantizedLinear(x: Tensor, q: QuantizedWeightTensors): Tensor {
     k: q.k,
     blockSize: q.blockSize,
     hasZeroPoints: !!q.zeroPoints,
+    levels: q.levels ? Array.from(q.levels) : null,
+    bnbKernel:
+      q.format === 'nf4' &&
+      !!q.levels &&
+      q.levels.every((v, i) => Object.is(v, NF4_CODE[i])) &&
+      (q.n * q.k) % q.blockSize === 0,
   };
   const inputs = [x, ...buffersOf(q)];
   return graphOf('quant_linear', ...inputs).apply(quantLinearOp, inputs, attrs)[0]!;

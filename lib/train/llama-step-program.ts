@@ -12,7 +12,9 @@
  */
 import {
   Graph,
+  GraphError,
   Session,
+  after,
   cast,
   crossEntropy,
   grad,
@@ -23,7 +25,7 @@ import {
 import { UserError } from '../errors.ts';
 import type { AdapterRuntime } from '../adapters/adapter-runtime.ts';
 import type { LlamaConfig } from '../model/config.ts';
-import { buildLlamaGraph } from '../model/llama-graph.ts';
+import { buildLlamaGraph, type LlamaGraph } from '../model/llama-graph.ts';
 import type { WeightSource } from '../model/model-weights.ts';
 import type { ProjectionHooks } from '../model/projection.ts';
 import { RopeTableCache, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
@@ -52,9 +54,53 @@ export interface LlamaStepProgramOptions {
    * small gradients do not underflow float16 (static loss scaling; default 1024).
    */
   lossScale?: number;
+  /**
+   * Recompute each decoder layer's forward in the backward (activation checkpointing at layer boundaries):
+   * only the layers' inputs are kept between the forward and the backward, so activation memory no longer
+   * grows with depth × the adapter's intermediates (MoKA keeps several per projection and token), at the cost
+   * of one more forward. Gradients are the same up to float rounding. Default true.
+   */
+  recompute?: boolean;
 }
 
 const LAYER = /^model\.layers\.(\d+)\./;
+
+/**
+ * d(loss)/d(wrt) with each decoder layer recomputed where its gradient is needed. The gradient reaches the
+ * last layer's output through the head; then, from the last layer down, the layer is rebuilt on its saved
+ * input, made to wait for that gradient (`after`: otherwise ONNX Runtime may run the copy right after the
+ * forward and keep its activations alive, which is what this avoids), and differentiated with the gradient
+ * as seed. Every tensor in `wrt` must belong to one layer (named `model.layers.<i>.…`); null when one does
+ * not (the caller then differentiates the whole graph).
+ */
+function recomputedGrads(llama: LlamaGraph, loss: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tensor[] | null {
+  const byLayer = new Map<number, number[]>();
+  for (const [j, t] of wrt.entries()) {
+    const m = LAYER.exec(t.name ?? '');
+    if (!m) return null;
+    const layer = Number(m[1]);
+    if (!byLayer.has(layer)) byLayer.set(layer, []);
+    byLayer.get(layer)!.push(j);
+  }
+  const out: (Tensor | null)[] = wrt.map(() => null);
+  let g = grad(loss, [llama.lastLayerOutput], seed ? { seed } : {})[0]!;
+  let finished: Tensor[] = [];
+  for (let i = llama.config.numLayers - 1; i >= 0; i--) {
+    const own = byLayer.get(i) ?? [];
+    // Wait for the gradient and for the layer above's parameter gradients, so none of its recomputed
+    // activations outlive its backward.
+    const x = after(llama.layerInputs[i]!, [g, ...finished]);
+    const y = llama.layer(i, x);
+    const targets = [...(i > 0 ? [x] : []), ...own.map((j) => wrt[j]!)];
+    if (targets.length === 0) break;
+    const grads = grad(y, targets, { seed: g });
+    own.forEach((j, n) => (out[j] = grads[n + (i > 0 ? 1 : 0)]!));
+    finished = own.map((j) => out[j]!);
+    if (i > 0) g = grads[0]!;
+  }
+  if (out.some((t) => t === null)) throw new GraphError('recompute: a trainable tensor has no gradient');
+  return out as Tensor[];
+}
 
 /**
  * Per-layer MoKA/MoKAs gate values for the metrics log: α = softmax(gate logits) of every static gate of the
@@ -129,7 +175,7 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
       ...(seed ? [seed] : []),
       ...wrt,
     ];
-    return { g, loss, wrt, sessionInputs };
+    return { g, loss, wrt, sessionInputs, llama };
   };
   const train = lossGraph(dropout);
   const evaluation = dropout ? lossGraph(false) : train;
@@ -143,11 +189,10 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
     return { name: t.name, shape: [...t.shape], init, group: t.group };
   });
   // With loss scaling the backward starts from `lossScale` instead of 1; lossAndGrads divides it out.
-  const grads = grad(
-    train.loss,
-    train.wrt,
-    lossScale === 1 ? {} : { seed: train.g.constant('float32', [], Float32Array.of(lossScale)) },
-  );
+  const seed = lossScale === 1 ? undefined : train.g.constant('float32', [], Float32Array.of(lossScale));
+  const grads =
+    ((opts.recompute ?? true) ? recomputedGrads(train.llama, train.loss, train.wrt, seed) : null) ??
+    grad(train.loss, train.wrt, seed ? { seed } : {});
   const gradOutputs: Record<string, Tensor> = { loss: train.loss };
   train.wrt.forEach((t, i) => (gradOutputs[`grad:${t.name}`] = grads[i]!));
   const sessionOptions = {

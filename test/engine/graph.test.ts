@@ -125,6 +125,25 @@ describe('ONNX emission and sessions', () => {
     await s.release();
   });
 
+  it('keeps at most maxCompiledShapes sessions, releasing the least recently run one', async () => {
+    const { g, x, y } = smallModel(Float32Array.from({ length: 16 }, (_, i) => (i % 5 === 0 ? 1 : 0)));
+    const s = new Session(g, { inputs: [x], outputs: { y } }, { maxCompiledShapes: 2 });
+    const compiled = (s as unknown as { compiled: Map<string, unknown> }).compiled;
+    const feed = (rows: number) => ({
+      x: { data: Float32Array.from({ length: 4 * rows }, (_, i) => i + 1), dims: [rows, 4] },
+    });
+    await s.run(feed(1));
+    await s.run(feed(2));
+    await s.run(feed(1)); // rows=1 is now the most recent: rows=2 goes first
+    await s.run(feed(3));
+    expect([...compiled.keys()]).toEqual(['batch=1', 'batch=3']);
+    // An evicted shape compiles again and computes the same.
+    const again = await s.run(feed(2));
+    expect(Array.from(again.y!.data as Float32Array)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(compiled.size).toBe(2);
+    await s.release();
+  });
+
   it('rejects feeds whose shapes contradict the graph, naming input and dimension', async () => {
     const g = new Graph('feeds');
     const a = g.input('a', 'float32', ['n', 2]);

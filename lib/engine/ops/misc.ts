@@ -136,3 +136,43 @@ const stopGradientOp: OpDef<null> = {
 export function stopGradient(x: Tensor): Tensor {
   return x.graph.apply(stopGradientOp, [x], null)[0]!;
 }
+
+const afterOp: OpDef<null> = {
+  type: 'after',
+  infer: (inputs) => [{ dtype: inputs[0]!.dtype, shape: inputs[0]!.shape }],
+  vjp: (node, [g]) => [g ?? null, ...node.inputs.slice(1).map(() => null)],
+  emit(ctx, node) {
+    const [x, ...deps] = node.inputs as [Tensor, ...Tensor[]];
+    const n = ctx.shape(x).reduce((a, b) => a * b, 1);
+    const xFlat = ctx.fresh('flat');
+    ctx.node('Reshape', [ctx.name(x), ctx.int64([n])], [xFlat]);
+    // No values of a dep are read: an empty slice of it, concatenated to x, is a data edge and nothing else.
+    const nones = deps.map((dep) => {
+      const depFlat = ctx.fresh('dep');
+      ctx.node('Reshape', [ctx.name(dep), ctx.int64([-1])], [depFlat]);
+      let none = ctx.fresh('none');
+      ctx.node('Slice', [depFlat, ctx.int64([0]), ctx.int64([0]), ctx.int64([0])], [none]);
+      if (dep.dtype !== x.dtype) {
+        const c = ctx.fresh('none');
+        ctx.node('Cast', [none], [c], { to: ONNX_DTYPE[x.dtype] });
+        none = c;
+      }
+      return none;
+    });
+    const joined = ctx.fresh('joined');
+    ctx.node('Concat', [xFlat, ...nones], [joined], { axis: 0 });
+    ctx.node('Reshape', [joined, ctx.int64(ctx.shape(x))], [ctx.name(node.outputs[0]!)]);
+  },
+};
+
+/**
+ * The value of x (an exact copy, gradient passed through to x), computed only once every tensor of `deps`
+ * has been: data edges that make ONNX Runtime schedule what reads the result after their producers (ORT
+ * orders nodes by a depth-first walk from the outputs, which otherwise may run a node early and keep its
+ * output alive, or late and keep its inputs alive). Recomputation in the backward uses it so a layer's
+ * forward is redone when its gradient arrives, and the previous layer's parameter gradients are finished first.
+ */
+export function after(x: Tensor, deps: Tensor | readonly Tensor[]): Tensor {
+  const list = Array.isArray(deps) ? [...deps] : [deps as Tensor];
+  return graphOf('after', x, ...list).apply(afterOp, [x, ...list], null)[0]!;
+}
