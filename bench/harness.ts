@@ -14,6 +14,10 @@ export interface BenchEntry {
 export interface Suite {
   name: string;
   run: () => Promise<BenchEntry[]>;
+  /** Runs only when named with --only (e.g. the hour-long real-scale suite); otherwise its entries are kept. */
+  onlyWhenAsked?: boolean;
+  /** Keep this suite's previous entries that a run did not produce again (a run of part of the suite). */
+  mergePrevious?: boolean;
 }
 
 /** Median wall time in milliseconds of `fn` after `warmup` untimed calls. */

@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --only NAME[,NAME]]`: runs the benchmark suites, prints a table and writes
- * bench/results.json. With --only, the other suites' previous entries are kept.
+ * bench/results.json. With --only, the other suites' previous entries are kept. The real-scale suite (`scale`)
+ * runs only when named: `npm run bench -- --only scale`.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem, platform, arch } from 'node:os';
@@ -10,9 +11,10 @@ import { adaptersSuite } from './adapters.bench.ts';
 import { modelSuite } from './model.bench.ts';
 import { trainSuite } from './train.bench.ts';
 import { quantSuite } from './quant.bench.ts';
+import { scaleSuite } from './scale.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
 
-const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, quantSuite, trainSuite];
+const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, quantSuite, trainSuite, scaleSuite];
 const RESULTS = new URL('./results.json', import.meta.url);
 
 async function main() {
@@ -30,7 +32,7 @@ async function main() {
     : { benchmarks: [] };
   const entries: (BenchEntry & { suite: string })[] = [];
   for (const suite of SUITES) {
-    if (only && !only.has(suite.name)) {
+    if (only ? !only.has(suite.name) : suite.onlyWhenAsked) {
       entries.push(
         ...previous.benchmarks
           .filter((b) => b.suite === suite.name)
@@ -39,7 +41,16 @@ async function main() {
       continue;
     }
     process.stderr.write(`bench: running ${suite.name} …\n`);
-    for (const e of await suite.run()) {
+    const fresh = await suite.run();
+    if (suite.mergePrevious) {
+      const names = new Set(fresh.map((e) => e.name));
+      entries.push(
+        ...previous.benchmarks
+          .filter((b) => b.suite === suite.name && !names.has(b.name))
+          .map((b) => ({ ...b, suite: suite.name })),
+      );
+    }
+    for (const e of fresh) {
       entries.push({ suite: suite.name, ...e });
       const cmp = e.ratio !== undefined ? `  ratio ${e.ratio} vs ${e.baselineValue} ${e.unit}` : '';
       process.stdout.write(`${e.name.padEnd(48)} ${String(e.value).padStart(10)} ${e.unit}${cmp}\n`);

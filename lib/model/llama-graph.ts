@@ -194,11 +194,7 @@ export function buildLlamaGraph(
   const heads = (t: Tensor, n: number) => transpose(reshape(t, [B, S, n, D]), [0, 2, 1, 3]);
 
   /** Decoder layer i on x; records its keys/values when `present` is given. */
-  const decoderLayer = (
-    i: number,
-    x: Tensor,
-    present?: { keys: Tensor[]; values: Tensor[] },
-  ): Tensor => {
+  const decoderLayer = (i: number, x: Tensor, present?: { keys: Tensor[]; values: Tensor[] }): Tensor => {
     const p = Object.fromEntries(PROJECTION_NAMES.map((name) => [name, proj(i, name)])) as Record<
       ProjectionName,
       (t: Tensor) => Tensor

@@ -66,7 +66,12 @@ function pairTable(first: (byte: number) => number, second: (byte: number) => nu
   return t;
 }
 
-function nf4Tensors(graph: Graph, name: string, w: Nf4Weight, packedData: WeightData): QuantizedWeightTensors {
+function nf4Tensors(
+  graph: Graph,
+  name: string,
+  w: Nf4Weight,
+  packedData: WeightData,
+): QuantizedWeightTensors {
   if (w.shape.length !== 2)
     throw new GraphError(`${name}: a quantized linear weight must be 2-D, got [${w.shape}]`);
   const [n, k] = w.shape as [number, number];
@@ -81,7 +86,12 @@ function nf4Tensors(graph: Graph, name: string, w: Nf4Weight, packedData: Weight
   };
 }
 
-function int4Tensors(graph: Graph, name: string, w: Int4Weight, packedData: WeightData): QuantizedWeightTensors {
+function int4Tensors(
+  graph: Graph,
+  name: string,
+  w: Int4Weight,
+  packedData: WeightData,
+): QuantizedWeightTensors {
   const kBlocks = Math.ceil(w.k / w.blockSize);
   return {
     format: 'int4',

@@ -61,6 +61,8 @@ export interface LlamaStepProgramOptions {
    * of one more forward. Gradients are the same up to float rounding. Default true.
    */
   recompute?: boolean;
+  /** Write ORT's optimised training graph here (tests inspect what ORT made of it). */
+  optimizedModelPath?: string;
 }
 
 const LAYER = /^model\.layers\.(\d+)\./;
@@ -73,7 +75,12 @@ const LAYER = /^model\.layers\.(\d+)\./;
  * as seed. Every tensor in `wrt` must belong to one layer (named `model.layers.<i>.…`); null when one does
  * not (the caller then differentiates the whole graph).
  */
-function recomputedGrads(llama: LlamaGraph, loss: Tensor, wrt: readonly Tensor[], seed?: Tensor): Tensor[] | null {
+function recomputedGrads(
+  llama: LlamaGraph,
+  loss: Tensor,
+  wrt: readonly Tensor[],
+  seed?: Tensor,
+): Tensor[] | null {
   const byLayer = new Map<number, number[]>();
   for (const [j, t] of wrt.entries()) {
     const m = LAYER.exec(t.name ?? '');
@@ -200,10 +207,13 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
     intraOpThreads: opts.intraOpThreads,
     externalDataTotalBytes: opts.externalDataTotalBytes ?? 256 * 2 ** 20,
   };
+  const trainSessionOptions = opts.optimizedModelPath
+    ? { ...sessionOptions, optimizedModelPath: opts.optimizedModelPath }
+    : sessionOptions;
   const trainSession = new Session(
     train.g,
     { inputs: train.sessionInputs, outputs: gradOutputs },
-    sessionOptions,
+    trainSessionOptions,
   );
   const evalSession = new Session(
     evaluation.g,
