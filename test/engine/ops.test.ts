@@ -12,6 +12,7 @@ import {
   Session,
   abs,
   add,
+  after,
   attention,
   cast,
   concat,
@@ -168,6 +169,17 @@ const cases: Case[] = [
     inputs: [{ name: 'x', shape: [2, 3, 4] }],
     build: (t) => mul(reshape(t.x!, [6, -1]), reshape(t.x!, [6, 4])),
     ref: (v) => ({ shape: [6, 4], data: v.x!.data.map((y) => y * y) }),
+  },
+  {
+    // An exact copy of x that waits for y (and z): the value and gradient of x, none to the dependencies.
+    name: 'after (x waits for y and z)',
+    inputs: [
+      { name: 'x', shape: [2, 3, 4] },
+      { name: 'y', shape: [5] },
+      { name: 'z', shape: [2, 2] },
+    ],
+    build: (t) => mul(after(t.x!, [mul(t.y!, 2), t.z!]), t.x!),
+    ref: (v) => ({ shape: [2, 3, 4], data: v.x!.data.map((y) => y * y) }),
   },
   {
     name: 'transpose',
