@@ -11,8 +11,8 @@
  *   - generate: prefill of a `seq`-token prompt, then greedy decode steps: one warm-up, `tokens` timed;
  *   - compare:  the same task on two checkpoints (`dir`, `other`) in one process, interleaved rounds, so the
  *               time ratio is not skewed by load from elsewhere (peak RSS is then meaningless);
- *   - resume:   runTraining (MoKA, micro-batch 2 × 128, checkpoint every step) for `steps` steps, then again
- *               to `steps + 1` steps resuming from the checkpoint.
+ *   - resume:   runTraining (MoKA, micro-batch 2 × 128, checkpoint every step) stopped after `steps` steps,
+ *               then run again: it resumes from that checkpoint and trains step `steps + 1`.
  * Prints one JSON line: peakRssMB (process.resourceUsage().maxRSS) and the task's timings.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -223,13 +223,18 @@ async function resume(t: ScaleTask): Promise<Record<string, unknown>> {
     const adapter = parseAdapterConfig({ type: 'moka', targetModules: 'all-linear' });
     const outputDir = join(work, 'run');
     const quiet = { warn: () => undefined, handleSignals: false };
+    // The run is planned for steps + 1 and stopped after the checkpoint of step `steps` (maxSteps is part of
+    // the run's fingerprint, so the resumed run must ask for the same).
+    const stop = new AbortController();
     const t0 = performance.now();
     const first = await runTraining({
       modelDir: t.dir,
       train: [data],
       outputDir,
-      training: training(steps),
+      training: training(steps + 1),
       adapter,
+      stopSignal: stop.signal,
+      checkpointHooks: { afterFile: (step) => void (step >= steps && stop.abort()) },
       ...quiet,
     });
     const t1 = performance.now();
