@@ -58,7 +58,9 @@ export interface LlamaStepProgramOptions {
    * Recompute each decoder layer's forward in the backward (activation checkpointing at layer boundaries):
    * only the layers' inputs are kept between the forward and the backward, so activation memory no longer
    * grows with depth × the adapter's intermediates (MoKA keeps several per projection and token), at the cost
-   * of one more forward. Gradients are the same up to float rounding. Default true.
+   * of one more forward. Gradients are the same up to float rounding. Default: on at real widths (hidden size
+   * ≥ 1024), where activations dominate memory; off for toy models, where the extra forward costs more time than
+   * the memory it saves.
    */
   recompute?: boolean;
   /** Write ORT's optimised training graph here (tests inspect what ORT made of it). */
@@ -198,8 +200,9 @@ export function createLlamaStepProgram(opts: LlamaStepProgramOptions): StepProgr
   // With loss scaling the backward starts from `lossScale` instead of 1; lossAndGrads divides it out.
   const seed = lossScale === 1 ? undefined : train.g.constant('float32', [], Float32Array.of(lossScale));
   const grads =
-    ((opts.recompute ?? true) ? recomputedGrads(train.llama, train.loss, train.wrt, seed) : null) ??
-    grad(train.loss, train.wrt, seed ? { seed } : {});
+    ((opts.recompute ?? config.hiddenSize >= 1024)
+      ? recomputedGrads(train.llama, train.loss, train.wrt, seed)
+      : null) ?? grad(train.loss, train.wrt, seed ? { seed } : {});
   const gradOutputs: Record<string, Tensor> = { loss: train.loss };
   train.wrt.forEach((t, i) => (gradOutputs[`grad:${t.name}`] = grads[i]!));
   const sessionOptions = {
