@@ -72,6 +72,9 @@ interface Compiled {
   provider: ProviderName;
   inputNames: Set<string>;
   nodeCount: number;
+  /** Runs in progress, and whether the session was evicted (released once the last run ends). */
+  running: number;
+  evicted: boolean;
 }
 
 const require = createRequire(import.meta.url);
@@ -157,10 +160,13 @@ export class Session {
       if (!compiled.inputNames.has(name)) continue; // not needed for the requested outputs
       ortFeeds[name] = toOrtTensor(feeds[name]!, t, binding);
     }
+    compiled.running++;
     try {
       return await compiled.session.run(ortFeeds);
     } catch (err) {
       throw new Error(`graph "${this.graph.name}" on ${compiled.provider}: ${(err as Error).message}`);
+    } finally {
+      if (--compiled.running === 0 && compiled.evicted) await compiled.session.release();
     }
   }
 
@@ -205,8 +211,13 @@ export class Session {
     while (this.compiled.size >= limit) {
       const [oldKey, old] = this.compiled.entries().next().value!;
       this.compiled.delete(oldKey);
-      // Runs are awaited one at a time by their callers; a session still running finishes before release.
-      void old.then((c) => c.session.release()).catch(() => undefined);
+      // A session still running is released when its last run ends.
+      void old
+        .then((c) => {
+          c.evicted = true;
+          return c.running === 0 ? c.session.release() : undefined;
+        })
+        .catch(() => undefined);
     }
     p = this.create(binding);
     this.compiled.set(key, p);
@@ -258,7 +269,14 @@ export class Session {
       try {
         const session = await this.createOn(provider, source, this.options.memArena ?? !emitted.external);
         this.resolvedProvider = provider;
-        return { session, provider, inputNames: new Set(session.inputNames), nodeCount: emitted.nodeCount };
+        return {
+          session,
+          provider,
+          inputNames: new Set(session.inputNames),
+          nodeCount: emitted.nodeCount,
+          running: 0,
+          evicted: false,
+        };
       } catch (err) {
         lastError = err as Error;
       }
