@@ -25,7 +25,10 @@ export function registerGenerate(program: Command): void {
         'generate a continuation of a prompt (key/value-cached decoding; greedy unless --temperature > 0)',
       ),
   )
-    .requiredOption('--prompt <text>', 'the prompt (the tokenizer adds BOS; with --chat, the user message)')
+    .requiredOption(
+      '--prompt <text>',
+      'the prompt (the tokenizer adds BOS, never EOS; with --chat, the user message)',
+    )
     .option('--max-new-tokens <n>', 'most tokens to generate', '64')
     .option('--temperature <t>', 'sampling temperature; 0 decodes greedily', '0')
     .option('--top-k <k>', 'sample from the k most likely tokens only')
@@ -48,6 +51,8 @@ export function registerGenerate(program: Command): void {
       };
       const model = await loadCommandModel(opts);
       try {
+        const notice = model.tokenizer().bosNotice;
+        if (notice && !genOpts.chat) process.stderr.write(`${notice}\n`);
         const result = await generateText(model, opts.prompt, genOpts);
         if (opts.json) {
           const { text, tokens, stopReason } = result;
