@@ -170,7 +170,10 @@ export class Tokenizer {
     for (const t of hf.get_added_tokens_decoder().values()) if (t.special) specials.set(t.id, t.content);
     this.specialTokens = specials;
     this.bosNotice =
-      this.bosId !== null && specialTokenText(config.bos_token) !== null && !prefix.includes(this.bosId)
+      this.bosId !== null &&
+      specialTokenText(config.bos_token) !== null &&
+      config.add_bos_token === undefined &&
+      !prefix.includes(this.bosId)
         ? `notice: ${source}: tokenizer_config.json names bos_token ${JSON.stringify(this.bosToken)}, but ` +
           'encoding adds none (no add_bos_token, and the post-processor adds no BOS), so prompts and scored ' +
           'contexts start without it, as in lm-evaluation-harness and transformers; set "add_bos_token": true ' +
@@ -345,7 +348,8 @@ export class Tokenizer {
           `continuation ${JSON.stringify(suggestion.continuation)}`;
     return new ContinuationMergedError(
       `the continuation ${JSON.stringify(continuation)} merges into the context's last token: ` +
-        `${JSON.stringify(context.slice(-12))} + ${JSON.stringify(continuation.slice(0, 12))} encode together as ` +
+        `${JSON.stringify(context.length > 32 ? `…${context.slice(-31)}` : context)} + ` +
+        `${JSON.stringify(continuation.length > 32 ? `${continuation.slice(0, 31)}…` : continuation)} encode as ` +
         `${JSON.stringify(merged)}, so the boundary falls inside a token and no tokens are exactly the ` +
         `continuation; ${where} (lm-evaluation-harness tasks start each continuation with a space)`,
       suggestion,
