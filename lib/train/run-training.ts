@@ -53,8 +53,6 @@ export interface RunTrainingOptions extends Pick<TrainerOptions, PassedThrough> 
   adapter: AdapterConfig;
   provider?: ProviderChoice;
   intraOpThreads?: number;
-  /** The time a new run pins for chat templates' `strftime_now` (default: now); a resumed run keeps its own. */
-  now?: Date;
 }
 
 export interface RunTrainingResult extends TrainResult {
@@ -141,7 +139,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       tokenizer.padId !== null && tokenizer.padId < config.vocabSize
         ? tokenizer.padId
         : (tokenizer.eosId ?? 0);
-    const chatClock = await runChatClock(opts.outputDir, opts.now);
+    const chatClock = await runChatClock(opts.outputDir);
     const data = await prepareTrainingData({
       train: opts.train,
       ...(opts.eval && opts.eval.length ? { eval: opts.eval } : {}),

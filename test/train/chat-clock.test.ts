@@ -4,7 +4,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseAdapterConfig } from '../../lib/adapters/adapter-config.ts';
 import { UserError } from '../../lib/errors.ts';
 import { strftime, wallClockNow } from '../../lib/model/chat-template.ts';
@@ -54,7 +54,12 @@ beforeAll(async () => {
 const DAY1 = new Date(2026, 10, 30, 23, 59, 0);
 const DAY2 = new Date(2026, 11, 1, 9, 0, 0);
 
+// The machine's clock is faked (Date only): a run started on day 1 is resumed on day 2.
+afterEach(() => vi.useRealTimers());
+
 function run(out: string, now: Date, stopAfterStep?: number) {
+  vi.useFakeTimers({ toFake: ['Date'] });
+  vi.setSystemTime(now);
   const stop = new AbortController();
   return runTraining({
     modelDir: model,
@@ -74,7 +79,6 @@ function run(out: string, now: Date, stopAfterStep?: number) {
     progress: 'none',
     handleSignals: false,
     warn: () => {},
-    now,
     stopSignal: stop.signal,
     checkpointHooks: {
       afterFile: (step) => {
@@ -98,9 +102,9 @@ describe('a template that renders the date', () => {
   it('a run started one day resumes the next; the clock is recorded in train-config.json', async () => {
     const first = await run('run', DAY1, 2);
     expect(first.stoppedBy).toBe('signal');
+    const second = await run('run', DAY2);
     const recorded = JSON.parse(readFileSync(join(root, 'run', 'train-config.json'), 'utf8'));
     expect(recorded.chatClock).toBe('2026-11-30T23:59:00');
-    const second = await run('run', DAY2);
     expect(second.resumedFrom).toBe(first.step);
     expect(second.stoppedBy).toBe('completed');
     expect(second.step).toBe(4);
