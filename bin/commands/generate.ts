@@ -31,7 +31,7 @@ export function registerGenerate(program: Command): void {
     )
     .option('--max-new-tokens <n>', 'most tokens to generate', '64')
     .option('--temperature <t>', 'sampling temperature; 0 decodes greedily', '0')
-    .option('--top-k <k>', 'sample from the k most likely tokens only')
+    .option('--top-k <k>', 'sample from the k most likely tokens only (default 50, as transformers; 0: all)')
     .option('--top-p <p>', 'sample from the smallest set of tokens whose probability reaches p')
     .option('--seed <n>', 'seed of the sampler', '0')
     .option('--stop <text>', 'stop when the continuation contains this text (repeatable)', collect, [])

@@ -220,4 +220,14 @@ describe('sampling', () => {
       expect(chooseToken(logits, { temperature: 1, topP: 0.85 }, rand)).toBeLessThan(2);
     }
   });
+
+  it('sampling keeps the 50 most likely tokens by default (transformers GenerationConfig.top_k); 0 keeps all', () => {
+    // 60 equally likely tokens: ties keep index order, so the top 50 are ids 0…49.
+    const flat = new Array<number>(60).fill(0);
+    const rand = mulberry32(2);
+    const drawn = Array.from({ length: 3000 }, () => chooseToken(flat, { temperature: 1 }, rand));
+    expect(Math.max(...drawn)).toBe(49);
+    const all = Array.from({ length: 3000 }, () => chooseToken(flat, { temperature: 1, topK: 0 }, rand));
+    expect(Math.max(...all)).toBe(59);
+  });
 });
