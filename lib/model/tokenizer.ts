@@ -49,7 +49,7 @@ export interface DecodeOptions {
   cleanUpTokenizationSpaces?: boolean;
 }
 
-/** One token of `Tokenizer.tokenize`: its id, its vocabulary string, the text it decodes to alone, and whether it is special. */
+/** One token of `Tokenizer.pieces`: its id, its vocabulary string, the text it decodes to alone, and whether it is special. */
 export interface TokenPiece {
   id: number;
   /** The token's string in the vocabulary (byte-level `Ġ`/SentencePiece `▁` forms included). */
@@ -255,7 +255,10 @@ export class Tokenizer {
    * EOS there would tell the model the text is over).
    */
   encodePrompt(text: string): number[] {
-    const ids = this.encode(text, { addSpecialTokens: false });
+    return this.withPrefix(this.encode(text, { addSpecialTokens: false }));
+  }
+
+  private withPrefix(ids: number[]): number[] {
     return startsWith(ids, this.prefixIds) ? ids : [...this.prefixIds, ...ids];
   }
 
@@ -318,7 +321,7 @@ export class Tokenizer {
     while (same < contextIds.length && joint[same] === contextIds[same]) same++;
     if (same < contextIds.length) throw this.mergedError(trimmed, moved, joint, same);
     const continuationIds = joint.slice(contextIds.length);
-    let start = startsWith(contextIds, this.prefixIds) ? contextIds : [...this.prefixIds, ...contextIds];
+    let start = this.withPrefix(contextIds);
     if (start.length === 0) {
       const id = this.bosId ?? this.eosId;
       if (id === null)
