@@ -168,10 +168,6 @@ export function tokenizerOf(files: TokenizerFiles, extraEosIds: number[] = []): 
 export interface ModelWithTokenizerOptions {
   seed?: number;
   hiddenSize?: number;
-  /** Written as generation_config.json when given. */
-  generationConfig?: Record<string, unknown>;
-  /** config.json's eos_token_id (default: the tokenizer's eos_token). */
-  eosTokenId?: number | number[];
   maxPositionEmbeddings?: number;
 }
 
@@ -180,7 +176,16 @@ function configFor(
   opts: ModelWithTokenizerOptions,
   extra: Record<string, unknown> = {},
 ) {
-  const tok = tokenizerOf(files);
+  // Read from the files rather than loading a tokenizer (a second 128k-token load per model is slow on CI).
+  const model = files.tokenizerJson.model as { vocab: Record<string, number> };
+  const added = files.tokenizerJson.added_tokens as { id: number; content: string }[];
+  const idOf = (t: unknown) => {
+    const text = typeof t === 'string' ? t : (t as { content?: string } | null)?.content;
+    return text === undefined ? 0 : (model.vocab[text] ?? added.find((a) => a.content === text)?.id ?? 0);
+  };
+  let size = 0;
+  for (const id of Object.values(model.vocab)) size = Math.max(size, id + 1);
+  for (const a of added) size = Math.max(size, a.id + 1);
   const configJson = tinyConfigJson(
     {
       hiddenSize: opts.hiddenSize ?? 16,
@@ -192,10 +197,9 @@ function configFor(
       maxPositionEmbeddings: opts.maxPositionEmbeddings ?? 512,
       ...extra,
     },
-    { size: tok.vocabSize, bosId: tok.bosId ?? 0, eosId: tok.eosId ?? 0 },
+    { size, bosId: idOf(files.tokenizerConfig.bos_token), eosId: idOf(files.tokenizerConfig.eos_token) },
   );
-  if (opts.eosTokenId !== undefined) configJson.eos_token_id = opts.eosTokenId;
-  return { tok, configJson, config: parseLlamaConfig(configJson, 'test model') };
+  return { configJson, config: parseLlamaConfig(configJson, 'test model') };
 }
 
 /** A tiny random LLaMA (one layer, hidden 16) with these tokenizer files. */
@@ -215,7 +219,6 @@ export async function writeModelWithTokenizer(
     tensors,
     tokenizerJson: files.tokenizerJson,
     tokenizerConfig: files.tokenizerConfig,
-    ...(opts.generationConfig ? { generationConfig: opts.generationConfig } : {}),
   });
 }
 
@@ -255,6 +258,5 @@ export async function writeScriptedModel(
     tensors,
     tokenizerJson: files.tokenizerJson,
     tokenizerConfig: files.tokenizerConfig,
-    ...(opts.generationConfig ? { generationConfig: opts.generationConfig } : {}),
   });
 }

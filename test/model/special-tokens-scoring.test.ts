@@ -22,6 +22,10 @@ import {
 } from '../helpers/real-tokenizers.ts';
 import { referenceForward, referenceWeights } from './reference-llama.ts';
 
+/** The unmodified real tokenizers, loaded once for the whole file (a 128k-token load takes a second or two). */
+let llama31: Tokenizer | null = null;
+const llama31Tok = () => (llama31 ??= tokenizerOf(llama3Files('3.1')));
+
 let root: string;
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'moka-special-scoring-'));
@@ -176,7 +180,7 @@ describe('real tokenizers: the continuation is exactly its tokens', () => {
     expect(tok.encodeContextContinuation('The sky is', ' blue').context[0]).not.toBe(128000);
     expect(tok.bosNotice).toMatch(/^notice: .*names bos_token "<\|begin_of_text\|>", but encoding adds none/);
     expect(tok.bosNotice).not.toContain('\n');
-    expect(tokenizerOf(llama3Files('3.1')).bosNotice).toBeNull();
+    expect(llama31Tok().bosNotice).toBeNull();
     const tiny = buildTinyTokenizer();
     expect(Tokenizer.fromJson(tiny.tokenizerJson, tiny.tokenizerConfig).bosNotice).toBeNull();
     // A config that asks for no BOS on purpose gets no notice.
@@ -210,7 +214,7 @@ describe('a continuation merged into the context (item 4)', () => {
   });
 
   it('a partial merge (the continuation keeps tokens, but not its own) is refused too: Llama 3 digits and LLaMA-2', async () => {
-    const l3 = tokenizerOf(llama3Files('3.1'));
+    const l3 = llama31Tok();
     // "20" + "24" → "202" "4": lm-eval's slice would score "4" after "202", which is not the continuation.
     expect(() => l3.encodeContextContinuation('The year 20', '24')).toThrow(
       /merges into the context's last token.*context "The year", continuation " 2024"/,
@@ -237,7 +241,7 @@ describe('decoding defaults of current transformers (item 3)', () => {
   });
 
   it('the real files: Llama 3.1 sets it true, the LLaMA-2 config false', async () => {
-    const l3 = tokenizerOf(llama3Files('3.1'));
+    const l3 = llama31Tok();
     expect(l3.decode(l3.encode('Hi , it is.', { addSpecialTokens: false }))).toBe('Hi, it is.');
     const l2 = tokenizerOf(await llama2Files());
     expect(l2.decode(l2.encode('Hi , it is.', { addSpecialTokens: false }))).toBe('Hi , it is.');
