@@ -73,7 +73,7 @@ function instructionSegments(
   const name = template === 'auto' ? defaultTemplateFor(record.format) : template;
   const prompt = renderPrompt(name, record.instruction, record.input);
   return [
-    { ids: [...tok.prefixIds, ...tok.encode(prompt, { addSpecialTokens: false })], target: false },
+    { ids: tok.encodePrompt(prompt), target: false },
     { ids: [...tok.encode(record.output, { addSpecialTokens: false }), eosOf(tok)], target: true },
   ];
 }
@@ -176,7 +176,7 @@ export function tokenizeRecord(
     case 'text':
       segments = [
         {
-          ids: [...tok.prefixIds, ...tok.encode(record.text, { addSpecialTokens: false }), eosOf(tok)],
+          ids: [...tok.encodePrompt(record.text), eosOf(tok)],
           target: true,
         },
       ];
