@@ -202,13 +202,13 @@ function configFor(
   return { configJson, config: parseLlamaConfig(configJson, 'test model') };
 }
 
-/** A tiny random LLaMA (one layer, hidden 16) with these tokenizer files. */
+/** A tiny random LLaMA (one layer, hidden 16, tied embeddings) with these tokenizer files. */
 export async function writeModelWithTokenizer(
   dir: string,
   files: TokenizerFiles,
   opts: ModelWithTokenizerOptions = {},
 ): Promise<void> {
-  const { configJson, config } = configFor(files, opts);
+  const { configJson, config } = configFor(files, opts, { tieWordEmbeddings: true });
   const seed = opts.seed ?? 1;
   const tensors = new Map<string, CheckpointTensorInput>();
   for (const [name, shape] of expectedTensorShapes(config)) {

@@ -149,12 +149,10 @@ describe('real tokenizers: the continuation is exactly its tokens', () => {
     files.tokenizerConfig.add_eos_token = true;
     const dir = join(root, 'llama31');
     await writeModelWithTokenizer(dir, files, { seed: 5 });
-    const raw = new HfTokenizer(files.tokenizerJson, {});
-    const ctx = [
-      128000,
-      ...raw.encode('Question: What color is the sky?\nAnswer:', { add_special_tokens: false }).ids,
-    ];
-    const cont = raw.encode(' blue', { add_special_tokens: false }).ids;
+    // Each text encoded on its own (the unmodified tokenizer, no special tokens added).
+    const plain = (t: string) => llama31Tok().encode(t, { addSpecialTokens: false });
+    const ctx = [128000, ...plain('Question: What color is the sky?\nAnswer:')];
+    const cont = plain(' blue');
     const got = await scoreOne(dir, 'Question: What color is the sky?\nAnswer:', ' blue');
     expect(got.context).toEqual(ctx);
     expect(got.continuation).toEqual(cont);
