@@ -4,6 +4,7 @@
  * generation prompt), which is what `moka generate --chat` feeds the model. Reads only the tokenizer files.
  */
 import type { Command } from 'commander';
+import { UserError } from '../../lib/errors.ts';
 import { openTokenizer } from '../../lib/model/checkpoint.ts';
 import type { ChatMessage } from '../../lib/model/chat-template.ts';
 import type { TokenPiece } from '../../lib/model/tokenizer.ts';
@@ -38,6 +39,7 @@ export function registerTokenize(program: Command): void {
     .option('--system <text>', 'a system message before the user message (with --chat)')
     .option('--json', 'print {"text", "ids", "tokens": [{"id", "piece", "text", "special"}]}')
     .action(async (opts: TokenizeCommandOptions) => {
+      if (opts.system !== undefined && !opts.chat) throw new UserError('--system needs --chat');
       const tok = await openTokenizer(opts.model);
       if (tok.bosNotice) process.stderr.write(`${tok.bosNotice}\n`);
       let text = opts.text;

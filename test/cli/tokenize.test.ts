@@ -64,6 +64,9 @@ describe('moka tokenize', () => {
     const r = runMoka(['tokenize', '--model', join(root, 'nope'), '--text', 'x']);
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toMatch(/^moka: error: .*nope: no such directory/);
+    const s = runMoka(['tokenize', '--model', tiny, '--text', 'x', '--system', 'y']);
+    expect(s.code).toBe(1);
+    expect(s.stderr.trim()).toBe('moka: error: --system needs --chat');
   });
 });
 
