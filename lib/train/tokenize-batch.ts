@@ -92,6 +92,7 @@ function commonPrefixLength(a: string, b: string): number {
  * after it (its end-of-turn token: `<|eot_id|>`, `</s>`, `<|im_end|>`), or to where the turn's own rendering and
  * `full` part when no special token follows. Templates that append the assistant header even without a
  * generation prompt (the original Llama-3-8B-Instruct one) thus never put the next header in a turn.
+ * Throws (an Error whose message says why; tokenizeRecord reports it as 'unmaskable') when a turn cannot be located.
  */
 export function chatTargetSpans(
   messages: readonly ChatMessage[],
