@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generateText } from '../../lib/model/generation.ts';
+import { continuationText, IncrementalDecoder } from '../../lib/model/stop-strings.ts';
 import { LlamaModel } from '../../lib/model/llama-model.ts';
 import { buildTinyTokenizer } from '../../lib/model/tiny-tokenizer.ts';
 import {
@@ -120,5 +121,28 @@ describe('generated text is what prompt + generation decodes to after the prompt
       const cut = await generateText(m, 'Q:', { maxNewTokens: 20, stopStrings: [' ,'] });
       expect(cut).toMatchObject({ stopReason: 'stop', stopString: ' ,', text: 'Hi' });
     });
+  });
+});
+
+describe('incremental decoding', () => {
+  it('adds up to the whole decode after every token: byte-fallback characters, specials, leading spaces (LLaMA-2)', async () => {
+    const tok = tokenizerOf(await llama2Files());
+    const prompt = tok.encodePrompt('[INST] Say it [/INST]');
+    // 🎉 and 𝄞 are not in the LLaMA-2 vocabulary: 4 byte tokens each, which decode to nothing until the last.
+    const tokens = tok.encode(' Grüße 🎉 aus 日本</s> 𝄞 done.', { addSpecialTokens: false });
+    expect(tokens.filter((id) => /^<0x[0-9A-F]{2}>$/.test(tok.idToToken(id)!)).length).toBeGreaterThanOrEqual(
+      8,
+    );
+    const visible = new IncrementalDecoder((ids) => tok.decode(ids, { skipSpecialTokens: true }), prompt);
+    for (let k = 1; k <= tokens.length; k++) {
+      visible.push(tokens[k - 1]!);
+      const whole = continuationText(tok, prompt, tokens.slice(0, k));
+      // Equal except for a character whose last byte has not come yet.
+      expect(whole.startsWith(visible.text)).toBe(true);
+      expect(whole.slice(visible.text.length).replace(/\uFFFD/g, '')).toBe('');
+    }
+    // The normalizer prepends ▁ to the text and to the piece after </s>: two spaces each.
+    expect(visible.text).toBe('  Grüße 🎉 aus 日本  𝄞 done.');
+    expect(visible.text).toBe(continuationText(tok, prompt, tokens));
   });
 });
