@@ -158,7 +158,7 @@ export class SharedContextScorer {
 
     // Longest contexts first (lm-eval's order), so each batch pads little; then batches of whole groups.
     const order = groups
-      .map((g, gi) => gi)
+      .map((_, gi) => gi)
       .filter((gi) => fits(groups[gi]!) && groups[gi]!.continuations.length > 0)
       .sort((a, b) => groups[b]!.context.length - groups[a]!.context.length || a - b);
     for (let start = 0; start < order.length; ) {

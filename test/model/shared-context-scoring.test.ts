@@ -70,12 +70,10 @@ describe('scoreSharedContexts', () => {
     const greedy = (await generateTokens(model, context, { maxNewTokens: 4, eosIds: [] })).tokens;
     const other = [...greedy];
     other[2] = (other[2]! + 1) % 480;
-    const [[a, b]] = (await scoreSharedContexts(model, [{ context, continuations: [greedy, other] }])) as [
-      [{ isGreedy: boolean; loglik: number }, { isGreedy: boolean; loglik: number }],
-    ];
-    expect(a.isGreedy).toBe(true);
-    expect(b.isGreedy).toBe(false);
-    expect(a.loglik).toBeGreaterThan(b.loglik);
+    const [a, b] = (await scoreSharedContexts(model, [{ context, continuations: [greedy, other] }]))[0]!;
+    expect(a!.isGreedy).toBe(true);
+    expect(b!.isGreedy).toBe(false);
+    expect(a!.loglik).toBeGreaterThan(b!.loglik);
   });
 
   it('falls back to lm-eval truncation for requests longer than maxLength', async () => {
