@@ -9,3 +9,4 @@ export {
 } from './evaluate.ts';
 export { BUILTIN_TASKS } from './builtin-tasks.ts';
 export { taskNameList } from './load-tasks.ts';
+export { buildReport, type ReportOptions, type ReportSummary } from './report.ts';
