@@ -113,8 +113,8 @@ export class SharedContextScorer {
   constructor(readonly model: LlamaModel) {}
 
   /**
-   * Results per group, per continuation, in request order. `batchSize` (default 8) bounds the continuation
-   * rows of one phase-B run and the contexts of one phase-A run. Throws UserError on an empty context or
+   * Results per group, per continuation, in request order. `batchSize` (default 8) bounds the contexts of one
+   * phase-A run and the continuation rows of one phase-B run. Throws UserError on an empty context or
    * continuation, and on token ids outside the vocabulary.
    */
   async score(groups: readonly SharedContextRequest[], opts: ScoreOptions = {}): Promise<ScoreResult[][]> {
@@ -156,20 +156,13 @@ export class SharedContextScorer {
       long.forEach((r, i) => (results[r.gi]![r.ci] = scored[i]!));
     }
 
-    // Longest contexts first (lm-eval's order), so each batch pads little; then batches of whole groups.
+    // Longest contexts first (lm-eval's order), so each batch pads little.
     const order = groups
       .map((_, gi) => gi)
       .filter((gi) => fits(groups[gi]!) && groups[gi]!.continuations.length > 0)
       .sort((a, b) => groups[b]!.context.length - groups[a]!.context.length || a - b);
-    for (let start = 0; start < order.length; ) {
-      const batch: number[] = [];
-      let rows = 0;
-      while (start < order.length && batch.length < batchSize) {
-        const n = groups[order[start]!]!.continuations.length;
-        if (batch.length > 0 && rows + n > batchSize) break;
-        batch.push(order[start++]!);
-        rows += n;
-      }
+    for (let start = 0; start < order.length; start += batchSize) {
+      const batch = order.slice(start, start + batchSize);
       await this.scoreBatch(
         batch.map((gi) => groups[gi]!),
         batchSize,
@@ -270,7 +263,8 @@ export class SharedContextScorer {
   ): Promise<void> {
     const model = this.model;
     const cfg = model.config;
-    const S = bucketLength(Math.max(...rows.map((r) => r.tokens.length - 1)));
+    // Continuations are short (a word or a letter): powers of two from 1, not the ≥ 16 of bucketLength.
+    const S = 2 ** Math.ceil(Math.log2(Math.max(...rows.map((r) => r.tokens.length - 1))));
     const N = bucketBatch(Math.max(rows.length, minBatch));
     const Hkv = cfg.numKvHeads;
     const D = cfg.headDim;
