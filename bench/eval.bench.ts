@@ -20,7 +20,8 @@ const CONTEXT = 480;
 const CHOICE = 6;
 const CHOICES = 4;
 
-const ids = (n: number, seed: number) => Array.from({ length: n }, (_, i) => 1 + ((i * 31 + seed * 97) % 480));
+const ids = (n: number, seed: number) =>
+  Array.from({ length: n }, (_, i) => 1 + ((i * 31 + seed * 97) % 480));
 
 async function sharedContextScoring(): Promise<BenchEntry[]> {
   const dir = await mkdtemp(join(tmpdir(), 'moka-bench-eval-'));
@@ -41,7 +42,9 @@ async function sharedContextScoring(): Promise<BenchEntry[]> {
         context: ids(CONTEXT, i),
         continuations: Array.from({ length: CHOICES }, (_, c) => ids(CHOICE, 100 + i * CHOICES + c)),
       }));
-      const pairs = groups.flatMap((g) => g.continuations.map((c) => ({ context: g.context, continuation: c })));
+      const pairs = groups.flatMap((g) =>
+        g.continuations.map((c) => ({ context: g.context, continuation: c })),
+      );
       const oneAtATime = async () => {
         for (const p of pairs) await scoreTokens(model, [p], { batchSize: 1 });
       };

@@ -41,7 +41,12 @@ export function accuracyChart(data: ReportData): TopLevelSpec | null {
   if (points.length === 0) return null;
   const base = data.runs.find((r) => r.name === data.base);
   const front = points.filter((p) => p.pareto).sort((a, b) => a.params - b.params);
-  const x = { field: 'params', type: 'quantitative', scale: { type: 'log' }, title: 'trainable parameters (log scale)' } as const;
+  const x = {
+    field: 'params',
+    type: 'quantitative',
+    scale: { type: 'log' },
+    title: 'trainable parameters (log scale)',
+  } as const;
   // Padding keeps one-value domains (all runs equal) readable; one decimal is what the table shows too.
   const y = {
     field: 'accuracy',
@@ -144,8 +149,18 @@ export function gateChart(data: ReportData): TopLevelSpec | null {
       encoding: {
         x: { field: 'column', type: 'ordinal', title: 'projection · component', sort: null },
         y: { field: 'layer', type: 'ordinal', title: 'layer' },
-        color: { field: 'weight', type: 'quantitative', title: 'α', scale: { domain: [0, 1], scheme: 'blues' } },
-        tooltip: [{ field: 'layer' }, { field: 'projection' }, { field: 'component' }, { field: 'weight', format: '.3f' }],
+        color: {
+          field: 'weight',
+          type: 'quantitative',
+          title: 'α',
+          scale: { domain: [0, 1], scheme: 'blues' },
+        },
+        tooltip: [
+          { field: 'layer' },
+          { field: 'projection' },
+          { field: 'component' },
+          { field: 'weight', format: '.3f' },
+        ],
       },
     },
     resolve: { scale: { x: 'independent' } },

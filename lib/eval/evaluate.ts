@@ -37,7 +37,13 @@ import {
 } from './metrics.ts';
 import { multipleChoicePrompt, renderTemplate, selectShots } from './prompts.ts';
 import { generateOutputs, scoreMultipleChoice } from './scorers.ts';
-import type { GenerationDoc, GenerationTask, LoadedTask, MultipleChoiceDoc, MultipleChoiceTask } from './task-definition.ts';
+import type {
+  GenerationDoc,
+  GenerationTask,
+  LoadedTask,
+  MultipleChoiceDoc,
+  MultipleChoiceTask,
+} from './task-definition.ts';
 
 export type { MetricValue } from './metrics.ts';
 
@@ -111,7 +117,10 @@ function identity(model: LlamaModel, modelDir: string, adapterDir: string | unde
     configSha256: existsSync(configPath) ? sha256(readFileSync(configPath)) : null,
   };
   if (!adapterDir) return { model: modelId, adapter: null };
-  const cfg = JSON.parse(readFileSync(join(adapterDir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
+  const cfg = JSON.parse(readFileSync(join(adapterDir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<
+    string,
+    unknown
+  >;
   return {
     model: modelId,
     adapter: {
@@ -168,7 +177,9 @@ async function runMultipleChoice(
       gold: d.gold,
       prediction: pred.acc,
       correct: pred.acc === d.gold,
-      ...(task.metrics.includes('acc_norm') ? { predictionNorm: pred.accNorm, correctNorm: pred.accNorm === d.gold } : {}),
+      ...(task.metrics.includes('acc_norm')
+        ? { predictionNorm: pred.accNorm, correctNorm: pred.accNorm === d.gold }
+        : {}),
     };
   });
   const metrics: Record<string, MetricValue> = {};
@@ -229,7 +240,14 @@ async function runGeneration(
   const records = docs.map((d, i) => {
     const prediction = extractAnswer(outputs[i]!, task.answerRegex, task.cutAt);
     correct.push(prediction === d.answer ? 1 : 0);
-    return { index: i, prompt: prompts[i], output: outputs[i], prediction, answer: d.answer, correct: prediction === d.answer };
+    return {
+      index: i,
+      prompt: prompts[i],
+      output: outputs[i],
+      prediction,
+      answer: d.answer,
+      correct: prediction === d.answer,
+    };
   });
   return {
     metrics: { exact_match: meanWithStderr(correct) },
@@ -297,7 +315,13 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
         records: outcome.records,
       };
       await writeFileAtomic(file, `${JSON.stringify(doc, null, 1)}\n`);
-      results.push({ task: loaded.name, protocol: t.protocol, metrics: outcome.metrics, items: loaded.docs.length, file });
+      results.push({
+        task: loaded.name,
+        protocol: t.protocol,
+        metrics: outcome.metrics,
+        items: loaded.docs.length,
+        file,
+      });
     }
     return { modelDir: opts.modelDir, adapterDir: opts.adapterDir ?? null, tasks: results };
   } finally {

@@ -62,7 +62,10 @@ export function paretoFront(points: readonly { params: number; accuracy: number 
   points.forEach((p, i) => {
     const dominated = points.some(
       (q, j) =>
-        j !== i && q.params <= p.params && q.accuracy >= p.accuracy && (q.params < p.params || q.accuracy > p.accuracy),
+        j !== i &&
+        q.params <= p.params &&
+        q.accuracy >= p.accuracy &&
+        (q.params < p.params || q.accuracy > p.accuracy),
     );
     if (!dominated) front.add(i);
   });
@@ -84,7 +87,8 @@ export function buildReportData(runs: readonly RunData[], createdAt = new Date()
       items: first.items,
     };
   });
-  const scoreOf = (r: RunData, t: ReportTask): MetricValue | null => r.tasks.get(t.task)?.metrics[t.metric] ?? null;
+  const scoreOf = (r: RunData, t: ReportTask): MetricValue | null =>
+    r.tasks.get(t.task)?.metrics[t.metric] ?? null;
   const base = runs.find((r) => r.adapterType === null) ?? null;
   const average = (r: RunData) => {
     const xs = tasks.map((t) => scoreOf(r, t));
@@ -153,7 +157,13 @@ export function formatDelta(d: number | null): string {
 
 /** The accuracy table as rows of cells (header first): run, type, trainable params, tasks…, average. */
 export function accuracyTable(data: ReportData): string[][] {
-  const head = ['run', 'adapter', 'trainable', ...data.tasks.map((t) => `${t.task} (${t.metric})`), 'average'];
+  const head = [
+    'run',
+    'adapter',
+    'trainable',
+    ...data.tasks.map((t) => `${t.task} (${t.metric})`),
+    'average',
+  ];
   const rows = data.runs.map((r) => [
     r.name + (r.pareto ? ' *' : ''),
     r.adapterType ?? 'base',
@@ -173,6 +183,10 @@ export function accuracyTable(data: ReportData): string[][] {
 export function formatTextTable(data: ReportData): string {
   const rows = accuracyTable(data);
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => [...r[c]!].length)));
-  const line = (r: string[]) => r.map((cell, c) => cell + ' '.repeat(w[c]! - [...cell].length)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((cell, c) => cell + ' '.repeat(w[c]! - [...cell].length))
+      .join('  ')
+      .trimEnd();
   return [line(rows[0]!), w.map((n) => '-'.repeat(n)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }

@@ -64,7 +64,8 @@ export async function generateOutputs(
     const ids = tokenizer.encode(prompt);
     const text =
       settings.numBeams > 1
-        ? (await beamSearch(model, ids, { numBeams: settings.numBeams, maxNewTokens: settings.maxNewTokens })).text
+        ? (await beamSearch(model, ids, { numBeams: settings.numBeams, maxNewTokens: settings.maxNewTokens }))
+            .text
         : (await generateTokens(model, ids, { maxNewTokens: settings.maxNewTokens })).text;
     out.push(text);
     onProgress(out.length);

@@ -56,7 +56,6 @@ interface ScoringGraph {
   session: Session;
 }
 
-
 /** Adds the per-(row, target) scoring head over `llama.hidden` (as LlamaModel's score run does). */
 function addScoringHead(g: Graph, llama: LlamaGraph): Record<string, Tensor> {
   const H = llama.config.hiddenSize;
@@ -247,9 +246,17 @@ export class SharedContextScorer {
       (_, l) => a[`present_value_${l}`]!.data as Float32Array,
     );
     for (let s = 0; s < more.length; s += batchSize) {
-      await this.continue(more.slice(s, s + batchSize), groups, P, keys, values, Math.min(batchSize, more.length));
+      await this.continue(
+        more.slice(s, s + batchSize),
+        groups,
+        P,
+        keys,
+        values,
+        Math.min(batchSize, more.length),
+      );
     }
-    for (const r of all) put(r.group, r.ci, { loglik: r.loglik, tokens: r.tokens.length, isGreedy: r.isGreedy });
+    for (const r of all)
+      put(r.group, r.ci, { loglik: r.loglik, tokens: r.tokens.length, isGreedy: r.isGreedy });
   }
 
   /** Phase B for `rows`: continuation tokens after the first, against their context's keys/values. */

@@ -28,7 +28,10 @@ function writePiqaParquet(path: string, drop?: string) {
     { name: 'sol2', values: recs.map((r) => r.sol2) },
     { name: 'label', values: recs.map((r) => BigInt(r.label)) },
   ];
-  writeParquet(path, cols.filter((c) => c.name !== drop));
+  writeParquet(
+    path,
+    cols.filter((c) => c.name !== drop),
+  );
 }
 
 async function failure(p: Promise<unknown>): Promise<Error> {
@@ -96,20 +99,31 @@ describe('JSON and JSON Lines', () => {
     const empty = join(root, 'empty');
     mkdirSync(empty, { recursive: true });
     const err = await failure(loadTasks(['arc_challenge'], { dataDir: empty }));
-    expect(err.message).toMatch(/task arc_challenge: no "test" split under .*; expected arc_challenge\/test\.jsonl/);
+    expect(err.message).toMatch(
+      /task arc_challenge: no "test" split under .*; expected arc_challenge\/test\.jsonl/,
+    );
     expect(err.message).toContain('allenai/ai2_arc (ARC-Challenge)');
     const dir = join(root, 'nofield', 'boolq');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'validation.jsonl'), '{"question": "q", "passage": "p", "label": 1}\n{"question": "q", "label": 0}\n');
+    writeFileSync(
+      join(dir, 'validation.jsonl'),
+      '{"question": "q", "passage": "p", "label": 1}\n{"question": "q", "label": 0}\n',
+    );
     const e2 = await failure(loadTasks(['boolq'], { dataDir: join(root, 'nofield') }));
-    expect(e2.message).toMatch(/validation\.jsonl record 2: task boolq needs field "passage", which is missing/);
+    expect(e2.message).toMatch(
+      /validation\.jsonl record 2: task boolq needs field "passage", which is missing/,
+    );
     writeFileSync(join(dir, 'validation.jsonl'), '{"question": "q", "passage": "p", "label": 7}\n');
     const e3 = await failure(loadTasks(['boolq'], { dataDir: join(root, 'nofield') }));
-    expect(e3.message).toMatch(/record 1: field "label" gives answer 7, outside the 2 choices \(task boolq\)/);
+    expect(e3.message).toMatch(
+      /record 1: field "label" gives answer 7, outside the 2 choices \(task boolq\)/,
+    );
   });
 
   it('a built-in task without --data says which folder it needs', async () => {
     const err = await failure(loadTasks(['hellaswag'], {}));
-    expect(err.message).toMatch(/task hellaswag reads its items from files: give --data DIR.*Rowan\/hellaswag/);
+    expect(err.message).toMatch(
+      /task hellaswag reads its items from files: give --data DIR.*Rowan\/hellaswag/,
+    );
   });
 });

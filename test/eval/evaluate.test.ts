@@ -7,7 +7,15 @@
  * - bad inputs fail with one line and leave nothing in --out.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -52,8 +60,16 @@ interface McRecord {
 const readResult = (dir: string, task: string) => JSON.parse(readFileSync(join(dir, `${task}.json`), 'utf8'));
 
 const USER_TASK = [
-  { context: 'Question: What is the capital of France?\nAnswer:', choices: ['Paris', 'a small town in the south'], answer: 0 },
-  { context: 'The quick brown fox jumps over the', choices: ['lazy dog', 'moon', 'fence near the river'], answer: 'lazy dog' },
+  {
+    context: 'Question: What is the capital of France?\nAnswer:',
+    choices: ['Paris', 'a small town in the south'],
+    answer: 0,
+  },
+  {
+    context: 'The quick brown fox jumps over the',
+    choices: ['lazy dog', 'moon', 'fence near the river'],
+    answer: 'lazy dog',
+  },
   { context: 'A spider has', choices: ['eight legs', 'six legs'], answer: 0 },
 ];
 
@@ -64,7 +80,12 @@ beforeAll(async () => {
   writeFileSync(join(root, 'facts.json'), JSON.stringify(USER_TASK));
   writeFileSync(
     join(root, 'gen.json'),
-    JSON.stringify({ type: 'generation', regex: '[a-z]+', maxNewTokens: 6, items: [{ prompt: 'The capital of France is', answer: 'paris' }] }),
+    JSON.stringify({
+      type: 'generation',
+      regex: '[a-z]+',
+      maxNewTokens: 6,
+      items: [{ prompt: 'The capital of France is', answer: 'paris' }],
+    }),
   );
 }, 30_000);
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -119,7 +140,11 @@ describe('evaluate on multiple-choice tasks', () => {
     // The user task's records: the prompt, " " + choice, gold from an index or the choice text.
     const facts = readResult(out, 'facts');
     expect(facts.records[0].prompt).toBe(USER_TASK[0]!.context);
-    expect(facts.records[1].choices.map((c: ChoiceRecord) => c.continuation)).toEqual([' lazy dog', ' moon', ' fence near the river']);
+    expect(facts.records[1].choices.map((c: ChoiceRecord) => c.continuation)).toEqual([
+      ' lazy dog',
+      ' moon',
+      ' fence near the river',
+    ]);
     expect(facts.records.map((r: McRecord) => r.gold)).toEqual([0, 0, 0]);
     expect(facts.protocol).toBe('loglikelihood');
     expect(facts.model).toMatchObject({ dir: tiny(), format: 'float' });
@@ -157,43 +182,52 @@ const ADAPTERS: Record<string, AdapterConfigInput> = {
 };
 
 describe('unmerged adapter == merged checkpoint, on a 4-bit (NF4) base', () => {
-  it.each(Object.keys(ADAPTERS))('%s: every choice log-likelihood within 5e-5, the same predictions', async (type) => {
-    const base = await openFrozenBase(nf4());
-    const cfg = parseAdapterConfig(ADAPTERS[type]!);
-    const norms = await baseRowNorms(base, resolveTargets(base.config, cfg).map((t) => t.name));
-    const rt = createAdapterRuntime(base.config, cfg, { seed: 1, baseRowNorms: (m) => norms.get(m)! });
-    const rand = seededRandom(7);
-    const values = new Map(rt.tensors.map((t) => [t.name, Float32Array.from(randomNormal(t.init.length, rand, 0.05))]));
-    await base.close();
-    const adir = join(root, `adapter-${type}`);
-    await saveAdapter(adir, rt, values, { baseModel: nf4() });
-    const mdir = join(root, `merged-${type}`);
-    await mergeCheckpoint({ model: nf4(), adapter: adir, out: mdir });
+  it.each(Object.keys(ADAPTERS))(
+    '%s: every choice log-likelihood within 5e-5, the same predictions',
+    async (type) => {
+      const base = await openFrozenBase(nf4());
+      const cfg = parseAdapterConfig(ADAPTERS[type]!);
+      const norms = await baseRowNorms(
+        base,
+        resolveTargets(base.config, cfg).map((t) => t.name),
+      );
+      const rt = createAdapterRuntime(base.config, cfg, { seed: 1, baseRowNorms: (m) => norms.get(m)! });
+      const rand = seededRandom(7);
+      const values = new Map(
+        rt.tensors.map((t) => [t.name, Float32Array.from(randomNormal(t.init.length, rand, 0.05))]),
+      );
+      await base.close();
+      const adir = join(root, `adapter-${type}`);
+      await saveAdapter(adir, rt, values, { baseModel: nf4() });
+      const mdir = join(root, `merged-${type}`);
+      await mergeCheckpoint({ model: nf4(), adapter: adir, out: mdir });
 
-    const tasks = [join(root, 'facts.json'), 'arc_easy', 'winogrande'];
-    const common = { tasks, dataDir: DATA, progress: 'none' as const, intraOpThreads: 1 };
-    await evaluate({ modelDir: nf4(), adapterDir: adir, outDir: join(root, `u-${type}`), ...common });
-    await evaluate({ modelDir: mdir, outDir: join(root, `m-${type}`), ...common });
-    await evaluate({ modelDir: nf4(), outDir: join(root, `b-${type}`), ...common });
-    let changed = 0;
-    for (const task of ['facts', 'arc_easy', 'winogrande']) {
-      const u = readResult(join(root, `u-${type}`), task);
-      const m = readResult(join(root, `m-${type}`), task);
-      const b = readResult(join(root, `b-${type}`), task);
-      expect(u.adapter).toMatchObject({ dir: adir, type });
-      expect(u.model.format).toBe('nf4');
-      (u.records as McRecord[]).forEach((r, i) => {
-        r.choices.forEach((c, j) => {
-          // Merged weights are the dequantized base + ΔW in float32, the unmerged path adds the fused update to
-          // the 4-bit matmul: only float32 rounding differs (observed ≤ 2.4e-6 on sums of a few log-probs of ~6).
-          expect(Math.abs(c.loglik - m.records[i].choices[j].loglik)).toBeLessThan(5e-5);
-          changed = Math.max(changed, Math.abs(c.loglik - b.records[i].choices[j].loglik));
+      const tasks = [join(root, 'facts.json'), 'arc_easy', 'winogrande'];
+      const common = { tasks, dataDir: DATA, progress: 'none' as const, intraOpThreads: 1 };
+      await evaluate({ modelDir: nf4(), adapterDir: adir, outDir: join(root, `u-${type}`), ...common });
+      await evaluate({ modelDir: mdir, outDir: join(root, `m-${type}`), ...common });
+      await evaluate({ modelDir: nf4(), outDir: join(root, `b-${type}`), ...common });
+      let changed = 0;
+      for (const task of ['facts', 'arc_easy', 'winogrande']) {
+        const u = readResult(join(root, `u-${type}`), task);
+        const m = readResult(join(root, `m-${type}`), task);
+        const b = readResult(join(root, `b-${type}`), task);
+        expect(u.adapter).toMatchObject({ dir: adir, type });
+        expect(u.model.format).toBe('nf4');
+        (u.records as McRecord[]).forEach((r, i) => {
+          r.choices.forEach((c, j) => {
+            // Merged weights are the dequantized base + ΔW in float32, the unmerged path adds the fused update to
+            // the 4-bit matmul: only float32 rounding differs (observed ≤ 2.4e-6 on sums of a few log-probs of ~6).
+            expect(Math.abs(c.loglik - m.records[i].choices[j].loglik)).toBeLessThan(5e-5);
+            changed = Math.max(changed, Math.abs(c.loglik - b.records[i].choices[j].loglik));
+          });
+          expect(r.prediction).toBe(m.records[i].prediction);
         });
-        expect(r.prediction).toBe(m.records[i].prediction);
-      });
-    }
-    expect(changed).toBeGreaterThan(1e-3); // the adapter does change the scores
-  }, 30_000);
+      }
+      expect(changed).toBeGreaterThan(1e-3); // the adapter does change the scores
+    },
+    30_000,
+  );
 });
 
 describe('generation tasks', () => {
@@ -230,7 +264,14 @@ describe('generation tasks', () => {
 
   it('beam search (the LLM-Adapters default of 4 beams) runs and is recorded', async () => {
     const out = join(root, 'out-beam');
-    await evaluate({ modelDir: tiny(), tasks: ['piqa-gen'], dataDir: DATA, outDir: out, maxNewTokens: 3, progress: 'none' });
+    await evaluate({
+      modelDir: tiny(),
+      tasks: ['piqa-gen'],
+      dataDir: DATA,
+      outDir: out,
+      maxNewTokens: 3,
+      progress: 'none',
+    });
     const r = readResult(out, 'piqa-gen');
     expect(r.decoding).toEqual({ method: 'beam', maxNewTokens: 3, numBeams: 4 });
     expect(typeof r.records[0].output).toBe('string');
@@ -239,12 +280,22 @@ describe('generation tasks', () => {
 
 describe('bad inputs fail with one line and leave nothing in --out', () => {
   const cases: [string, () => Record<string, unknown>, RegExp][] = [
-    ['an unknown task name', () => ({ tasks: ['boolq', 'bolq'] }), /unknown task "bolq"; built-in tasks are boolq, piqa, .*mmlu.*, or give the path/],
+    [
+      'an unknown task name',
+      () => ({ tasks: ['boolq', 'bolq'] }),
+      /unknown task "bolq"; built-in tasks are boolq, piqa, .*mmlu.*, or give the path/,
+    ],
     [
       'a malformed task file',
       () => {
         const f = join(root, 'malformed.json');
-        writeFileSync(f, JSON.stringify([{ context: 'x', choices: ['a', 'b'], answer: 0 }, { context: 'y', choices: 'ab', answer: 0 }]));
+        writeFileSync(
+          f,
+          JSON.stringify([
+            { context: 'x', choices: ['a', 'b'], answer: 0 },
+            { context: 'y', choices: 'ab', answer: 0 },
+          ]),
+        );
         return { tasks: [f] };
       },
       /malformed\.json item 2 field "choices": .*; each item must be \{"context", "choices", "answer"\}/,
@@ -287,9 +338,13 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
 
   it.each(cases)('%s', async (_, make, message) => {
     const out = join(root, `bad-${Math.random().toString(36).slice(2)}`);
-    const err = await evaluate({ modelDir: tiny(), dataDir: DATA, outDir: out, progress: 'none', ...make() } as never).catch(
-      (e: Error) => e,
-    );
+    const err = await evaluate({
+      modelDir: tiny(),
+      dataDir: DATA,
+      outDir: out,
+      progress: 'none',
+      ...make(),
+    } as never).catch((e: Error) => e);
     expect(isUserError(err)).toBe(true);
     expect((err as Error).message).toMatch(message);
     expect((err as Error).message.split('\n')).toHaveLength(1);
@@ -300,7 +355,21 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
 describe('moka eval', () => {
   it('prints the summary table, JSON-lines progress on a pipe, and writes <task>.json', () => {
     const out = join(root, 'cli-out');
-    const r = runMoka(['eval', '--model', tiny(), '--tasks', `boolq,${join(root, 'facts.json')}`, '--data', DATA, '--out', out, '--limit', '2', '--threads', '1']);
+    const r = runMoka([
+      'eval',
+      '--model',
+      tiny(),
+      '--tasks',
+      `boolq,${join(root, 'facts.json')}`,
+      '--data',
+      DATA,
+      '--out',
+      out,
+      '--limit',
+      '2',
+      '--threads',
+      '1',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^task\s+items\s+metrics \(%\)\n/);
     expect(r.stdout).toMatch(/\nboolq\s+2\s+acc \d+\.\d\d ± \d+\.\d\d\n/);
@@ -309,7 +378,13 @@ describe('moka eval', () => {
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l));
-    expect(events.at(-1)).toMatchObject({ event: 'progress', command: 'eval', phase: 'facts', done: 2, total: 2 });
+    expect(events.at(-1)).toMatchObject({
+      event: 'progress',
+      command: 'eval',
+      phase: 'facts',
+      done: 2,
+      total: 2,
+    });
     expect(readdirSync(out).sort()).toEqual(['boolq.json', 'facts.json']);
   });
 

@@ -56,10 +56,16 @@ describe('standard errors', () => {
 
 describe('answer extraction (LLM-Adapters)', () => {
   it('takes the first regex match of the trimmed output, before "### Response:"', () => {
-    expect(extractAnswer('  the correct answer is solution2, not solution1', 'solution1|solution2', '### Response:')).toBe(
-      'solution2',
+    expect(
+      extractAnswer(
+        '  the correct answer is solution2, not solution1',
+        'solution1|solution2',
+        '### Response:',
+      ),
+    ).toBe('solution2');
+    expect(extractAnswer('answer3\n### Response: answer1', 'answer1|answer2|answer3', '### Response:')).toBe(
+      'answer3',
     );
-    expect(extractAnswer('answer3\n### Response: answer1', 'answer1|answer2|answer3', '### Response:')).toBe('answer3');
     expect(extractAnswer('I do not know', 'true|false')).toBe('');
     expect(extractAnswer('True', 'true|false')).toBe(''); // case-sensitive, as re.findall
   });

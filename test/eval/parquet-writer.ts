@@ -29,7 +29,7 @@ class CompactWriter {
     this.bytes.push(Number(v));
   }
   private zigzag(n: bigint): void {
-    this.varint(n >= 0n ? n << 1n : ((-n) << 1n) - 1n);
+    this.varint(n >= 0n ? n << 1n : (-n << 1n) - 1n);
   }
   private header(id: number, type: number): void {
     const delta = id - this.last[this.last.length - 1]!;
@@ -143,7 +143,9 @@ export function writeParquet(path: string, columns: Column[]): void {
     .structList(2, [null, ...columns], (w, c) => {
       if (c === null) w.string(4, 'schema').i32(5, columns.length);
       else {
-        w.i32(1, isInt(c) ? 2 : 6).i32(3, 0).string(4, c.name); // INT64 | BYTE_ARRAY, REQUIRED
+        w.i32(1, isInt(c) ? 2 : 6)
+          .i32(3, 0)
+          .string(4, c.name); // INT64 | BYTE_ARRAY, REQUIRED
         if (!isInt(c)) w.i32(6, 0); // converted type UTF8
       }
     })
@@ -163,7 +165,10 @@ export function writeParquet(path: string, columns: Column[]): void {
               .i64(9, c.offset),
           ),
         )
-        .i64(2, m.reduce((a, c) => a + c.size, 0))
+        .i64(
+          2,
+          m.reduce((a, c) => a + c.size, 0),
+        )
         .i64(3, rows),
     )
     .string(6, 'moka test parquet-writer')

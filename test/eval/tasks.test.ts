@@ -33,7 +33,9 @@ async function requestsOf(name: string, i: number, shots?: number) {
   const doc = t.docs[i] as MultipleChoiceDoc;
   const k = shots ?? task.shots;
   return {
-    requests: choiceRequests(multipleChoicePrompt(task, doc, selectShots(task, doc, t.fewshotDocs, k, 1234, i))),
+    requests: choiceRequests(
+      multipleChoicePrompt(task, doc, selectShots(task, doc, t.fewshotDocs, k, 1234, i)),
+    ),
     gold: doc.gold,
     choices: doc.choices,
   };
@@ -42,7 +44,8 @@ async function requestsOf(name: string, i: number, shots?: number) {
 describe('built-in multiple-choice prompts (lm-eval templates)', () => {
   it('boolq: "{passage}\\nQuestion: {question}?\\nAnswer:" with " no" / " yes"', async () => {
     const { requests, gold } = await requestsOf('boolq', 0);
-    const context = 'The Sun is the star at the center of the Solar System.\nQuestion: is the sun a star?\nAnswer:';
+    const context =
+      'The Sun is the star at the center of the Solar System.\nQuestion: is the sun a star?\nAnswer:';
     expect(requests).toEqual([
       { context, continuation: ' no' },
       { context, continuation: ' yes' },
@@ -54,7 +57,10 @@ describe('built-in multiple-choice prompts (lm-eval templates)', () => {
   it('piqa: "Question: {goal}\\nAnswer:" with " " + sol1 / sol2', async () => {
     const { requests, gold } = await requestsOf('piqa', 1);
     expect(requests).toEqual([
-      { context: 'Question: To dry wet shoes,\nAnswer:', continuation: ' put them in the freezer overnight.' },
+      {
+        context: 'Question: To dry wet shoes,\nAnswer:',
+        continuation: ' put them in the freezer overnight.',
+      },
       { context: 'Question: To dry wet shoes,\nAnswer:', continuation: ' stuff them with newspaper.' },
     ]);
     expect(gold).toBe(1);
@@ -74,7 +80,9 @@ describe('built-in multiple-choice prompts (lm-eval templates)', () => {
   it('hellaswag: activity_label + ": " + ctx_a + " " + ctx_b.capitalize(), preprocessed, and preprocessed endings', async () => {
     const a = await requestsOf('hellaswag', 0);
     expect(a.requests.map((r) => r.context)).toEqual(
-      Array(4).fill('Roof shingle removal: A man is sitting on a roof. He starts pulling up roofing on a roof.'),
+      Array(4).fill(
+        'Roof shingle removal: A man is sitting on a roof. He starts pulling up roofing on a roof.',
+      ),
     );
     expect(a.requests.map((r) => r.continuation)).toEqual([
       ' is using wrap to wrap a pair of skis.',
@@ -85,16 +93,29 @@ describe('built-in multiple-choice prompts (lm-eval templates)', () => {
     expect(a.gold).toBe(3);
     // [title] → ". ", [header]/[step] dropped, double spaces squeezed once; capitalize() lowers the rest.
     const b = await requestsOf('hellaswag', 1);
-    expect(b.requests[0]!.context).toBe('Home and Garden: How to clean a grill. Heat the grill. Then scrub the grates');
-    expect(b.choices).toEqual([' Use a wire brush. Rinse well.', 'Eat the brush.', 'Paint the grill. blue.', 'Sell the house.']);
+    expect(b.requests[0]!.context).toBe(
+      'Home and Garden: How to clean a grill. Heat the grill. Then scrub the grates',
+    );
+    expect(b.choices).toEqual([
+      ' Use a wire brush. Rinse well.',
+      'Eat the brush.',
+      'Paint the grill. blue.',
+      'Sell the house.',
+    ]);
     expect(b.requests[0]!.continuation).toBe('  Use a wire brush. Rinse well.');
   });
 
   it('winogrande: partial scoring, one context per option and the shared continuation after the blank', async () => {
     const { requests, gold } = await requestsOf('winogrande', 0);
     expect(requests).toEqual([
-      { context: "The trophy doesn't fit into the suitcase because the trophy", continuation: ' is too large.' },
-      { context: "The trophy doesn't fit into the suitcase because the suitcase", continuation: ' is too large.' },
+      {
+        context: "The trophy doesn't fit into the suitcase because the trophy",
+        continuation: ' is too large.',
+      },
+      {
+        context: "The trophy doesn't fit into the suitcase because the suitcase",
+        continuation: ' is too large.',
+      },
     ]);
     expect(gold).toBe(0);
   });
@@ -148,11 +169,15 @@ describe('built-in multiple-choice prompts (lm-eval templates)', () => {
     );
     // The default is 5 shots, all from the item's own subject.
     const five = (await requestsOf('mmlu', 2)).requests[0]!.context;
-    expect(five.startsWith('The following are multiple choice questions (with answers) about anatomy.\n\n')).toBe(true);
+    expect(
+      five.startsWith('The following are multiple choice questions (with answers) about anatomy.\n\n'),
+    ).toBe(true);
     expect(five.match(/\nAnswer:/g)).toHaveLength(6);
     expect(five).toContain('Which organ pumps blood?\nA. heart\nB. lung\nC. liver\nD. kidney\nAnswer: A\n\n');
     expect(five).not.toContain('Z_2');
-    expect(five.endsWith('Which bone is in the upper arm?\nA. femur\nB. humerus\nC. tibia\nD. ulna\nAnswer:')).toBe(true);
+    expect(
+      five.endsWith('Which bone is in the upper arm?\nA. femur\nB. humerus\nC. tibia\nD. ulna\nAnswer:'),
+    ).toBe(true);
   });
 
   it('random shots (boolq 1-shot): a train item with its answer, the same for a seed, prefixed to the prompt', async () => {
@@ -164,13 +189,28 @@ describe('built-in multiple-choice prompts (lm-eval templates)', () => {
       'Most fish swim and cannot fly.\nQuestion: can fish fly?\nAnswer: no\n\n',
     ];
     const ctx = first.requests[0]!.context;
-    expect(shots.some((s) => ctx === `${s}The Sun is the star at the center of the Solar System.\nQuestion: is the sun a star?\nAnswer:`)).toBe(true);
+    expect(
+      shots.some(
+        (s) =>
+          ctx ===
+          `${s}The Sun is the star at the center of the Solar System.\nQuestion: is the sun a star?\nAnswer:`,
+      ),
+    ).toBe(true);
   });
 
   it('lists the 57 MMLU subjects and all eight commonsense tasks in both protocols', () => {
     expect(new Set(MMLU_SUBJECTS).size).toBe(57);
     const names = [...BUILTIN_TASKS.keys()];
-    for (const t of ['boolq', 'piqa', 'siqa', 'hellaswag', 'winogrande', 'arc_easy', 'arc_challenge', 'openbookqa']) {
+    for (const t of [
+      'boolq',
+      'piqa',
+      'siqa',
+      'hellaswag',
+      'winogrande',
+      'arc_easy',
+      'arc_challenge',
+      'openbookqa',
+    ]) {
       expect(names).toContain(t);
       expect(names).toContain(`${t}-gen`);
       expect(BUILTIN_TASKS.get(`${t}-gen`)!.protocol).toBe('generation');
@@ -205,7 +245,9 @@ describe('LLM-Adapters generation prompts', () => {
 
   it('boolq-gen renders the fixture item byte for byte', async () => {
     const t = await load('boolq-gen');
-    expect(renderTemplate((t.task as GenerationTask).promptTemplate, (t.docs[0] as GenerationDoc).fields)).toBe(
+    expect(
+      renderTemplate((t.task as GenerationTask).promptTemplate, (t.docs[0] as GenerationDoc).fields),
+    ).toBe(
       'Below is an instruction that describes a task. Write a response that appropriately completes the request. \n\n' +
         '                ### Instruction:\n' +
         '                Please answer the following question with true or false, question: is the sun a star?\n\n' +
