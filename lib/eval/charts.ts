@@ -116,7 +116,7 @@ export function lossChart(data: ReportData): TopLevelSpec | null {
     height: 260,
     title: 'Training and held-out loss',
     data: { values: data.losses },
-    mark: { type: 'line', point: { size: 20 } },
+    mark: { type: 'line', strokeWidth: 1.5 },
     encoding: {
       x: { field: 'step', type: 'quantitative', title: 'step' },
       y: { field: 'loss', type: 'quantitative', scale: { zero: false }, title: 'loss (nats/token)' },
@@ -126,7 +126,6 @@ export function lossChart(data: ReportData): TopLevelSpec | null {
         type: 'nominal',
         title: 'split',
         sort: ['train', 'held-out'],
-        legend: { symbolType: 'stroke', symbolStrokeWidth: 2, symbolSize: 300 },
       },
       detail: { field: 'split' },
     },

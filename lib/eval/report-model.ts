@@ -7,6 +7,7 @@
  * A task's accuracy is its `acc` (lm-eval multiple choice; for MMLU the micro average) or `exact_match`
  * (generation). The base row is the first run without an adapter. Deltas are in accuracy points (×100).
  */
+import { BUILTIN_TASKS } from './builtin-tasks.ts';
 import type { MetricValue } from './metrics.ts';
 import type { GateWeight, LossPoint, RunData } from './run-data.ts';
 
@@ -76,6 +77,10 @@ export function paretoFront(points: readonly { params: number; accuracy: number 
 export function buildReportData(runs: readonly RunData[], createdAt = new Date().toISOString()): ReportData {
   const taskNames: string[] = [];
   for (const r of runs) for (const t of r.tasks.keys()) if (!taskNames.includes(t)) taskNames.push(t);
+  // Built-in tasks in their usual order (the paper's table), then the others by name.
+  const builtin = [...BUILTIN_TASKS.keys()];
+  const rank = (t: string) => (builtin.includes(t) ? builtin.indexOf(t) : builtin.length);
+  taskNames.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const tasks: ReportTask[] = taskNames.map((task) => {
     const first = runs.find((r) => r.tasks.has(task))!.tasks.get(task)!;
     return {
@@ -155,8 +160,12 @@ export function formatDelta(d: number | null): string {
   return `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)}`;
 }
 
-/** The accuracy table as rows of cells (header first): run, type, trainable params, tasks…, average. */
-export function accuracyTable(data: ReportData): string[][] {
+/**
+ * The accuracy table as rows of cells (header first): run, type, trainable params, tasks…, average. Without
+ * `stderr`, cells hold the accuracy and its delta only (the terminal table).
+ */
+export function accuracyTable(data: ReportData, opts: { stderr?: boolean } = {}): string[][] {
+  const withSe = opts.stderr ?? true;
   const head = [
     'run',
     'adapter',
@@ -170,7 +179,8 @@ export function accuracyTable(data: ReportData): string[][] {
     r.adapterType ? formatParams(r.trainableParameters) : '0',
     ...data.tasks.map((t) => {
       const d = r.adapterType ? formatDelta(r.deltaToBase[t.task] ?? null) : '';
-      return `${formatScore(r.scores[t.task] ?? null)}${d ? ` (${d})` : ''}`;
+      const score = formatScore(r.scores[t.task] ?? null);
+      return `${withSe ? score : score.split(' ± ')[0]}${d ? ` (${d})` : ''}`;
     }),
     r.average === null
       ? '—'
@@ -181,7 +191,7 @@ export function accuracyTable(data: ReportData): string[][] {
 
 /** The accuracy table as aligned plain text for a terminal. */
 export function formatTextTable(data: ReportData): string {
-  const rows = accuracyTable(data);
+  const rows = accuracyTable(data, { stderr: false });
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => [...r[c]!].length)));
   const line = (r: string[]) =>
     r
