@@ -147,7 +147,7 @@ describe('buildReport', () => {
     expect(summary.table.split('\n')).toHaveLength(2 + 3);
     const md = readFileSync(summary.reportMd, 'utf8');
     expect(md).toContain(
-      '| run | adapter | trainable | arc_easy (acc) | boolq (acc) | facts (acc) | average |',
+      '| run | adapter | trainable | boolq (acc) | arc_easy (acc) | facts (acc) | average |',
     );
     for (const n of ['base', 'moka', 'lora']) expect(md).toMatch(new RegExp(`^\\| ${n}( \\*)? \\| `, 'm'));
   });
