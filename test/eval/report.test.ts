@@ -105,8 +105,8 @@ describe('buildReport', () => {
     const data = JSON.parse(readFileSync(summary.reportJson, 'utf8')) as ReportData;
     expect(data.base).toBe('base');
     expect(data.tasks.map((t) => `${t.task}:${t.metric}`)).toEqual([
-      'arc_easy:acc',
       'boolq:acc',
+      'arc_easy:acc',
       'facts:acc',
     ]);
     for (const r of data.runs) {
