@@ -4,6 +4,9 @@
  * contexts; HellaSwag's preprocessing; WinoGrande's partial scoring; grouping of shared contexts.
  */
 import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hellaswagPreprocess, pythonCapitalize, BUILTIN_TASKS } from '../../lib/eval/builtin-tasks.ts';
 import { loadTasks } from '../../lib/eval/load-tasks.ts';
@@ -293,5 +296,45 @@ describe('request grouping', () => {
     const pair = tok.encodeContextContinuation(arc.requests[1]!.context, arc.requests[1]!.continuation);
     expect(g.groups[0]!.context).toEqual(pair.context);
     expect(g.groups[0]!.continuations[1]).toEqual(pair.continuation);
+  });
+});
+
+describe('limits and user task headers', () => {
+  it('--limit applies per MMLU subject, as lm-eval limits each subtask', async () => {
+    const [t] = await loadTasks(['mmlu'], { dataDir: DATA, limit: 1 });
+    expect(t!.docs.map((d) => (d as MultipleChoiceDoc).fields.subject)).toEqual([
+      'abstract_algebra',
+      'anatomy',
+    ]);
+    const [b] = await loadTasks(['boolq'], { dataDir: DATA, limit: 2 });
+    expect(b!.docs).toHaveLength(2);
+  });
+
+  it('a task file header sets the description, delimiter and shots (first k "fewshot" items)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moka-usertask-'));
+    try {
+      const f = join(dir, 'capitals.json');
+      writeFileSync(
+        f,
+        JSON.stringify({
+          description: 'Capitals of countries.\n\n',
+          targetDelimiter: ': ',
+          shots: 1,
+          fewshot: [{ context: 'France', choices: ['Paris', 'Lyon'], answer: 'Paris' }],
+          items: [{ context: 'Italy', choices: ['Milan', 'Rome'], answer: 1 }],
+        }),
+      );
+      const [t] = await loadTasks([f], {});
+      const task = t!.task as MultipleChoiceTask;
+      const doc = t!.docs[0] as MultipleChoiceDoc;
+      expect(t!.name).toBe('capitals');
+      const shots = selectShots(task, doc, t!.fewshotDocs, task.shots, 1234, 0);
+      expect(choiceRequests(multipleChoicePrompt(task, doc, shots))).toEqual([
+        { context: 'Capitals of countries.\n\nFrance: Paris\n\nItaly', continuation: ': Milan' },
+        { context: 'Capitals of countries.\n\nFrance: Paris\n\nItaly', continuation: ': Rome' },
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
