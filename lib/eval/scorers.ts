@@ -9,10 +9,20 @@ import type { LlamaModel } from '../model/llama-model.ts';
 import type { ScoreResult } from '../model/scoring.ts';
 import type { SharedContextScorer } from '../model/shared-context-scoring.ts';
 import type { MultipleChoicePrompt } from './prompts.ts';
-import { choiceRequests, groupRequests } from './requests.ts';
+import type { Tokenizer } from '../model/tokenizer.ts';
+import { choiceRequests, groupRequests, tokenizeRequests, type TokenRequest } from './requests.ts';
 
 /** Items per chunk between progress reports. */
 const CHUNK = 64;
+
+/** The token requests of each item (one per choice), in item order; see tokenizeRequests for the errors. */
+export function tokenizeMultipleChoice(
+  tokenizer: Tokenizer,
+  prompts: readonly MultipleChoicePrompt[],
+  task: string,
+): TokenRequest[][] {
+  return prompts.map((p, i) => tokenizeRequests(tokenizer, choiceRequests(p), `task ${task} item ${i + 1}`));
+}
 
 /**
  * The log-likelihood of each choice of each item (ScoreResult per choice, in choice order). Requests of a chunk
@@ -20,20 +30,17 @@ const CHUNK = 64;
  */
 export async function scoreMultipleChoice(
   scorer: SharedContextScorer,
-  prompts: readonly MultipleChoicePrompt[],
+  items: readonly TokenRequest[][],
   batchSize: number,
   onProgress: (done: number) => void,
 ): Promise<ScoreResult[][]> {
-  const tokenizer = scorer.model.tokenizer();
   const out: ScoreResult[][] = [];
-  for (let start = 0; start < prompts.length; start += CHUNK) {
-    const chunk = prompts.slice(start, start + CHUNK);
-    const perItem = chunk.map(choiceRequests);
-    const flat = perItem.flat();
-    const { groups, placement } = groupRequests(tokenizer, flat);
+  for (let start = 0; start < items.length; start += CHUNK) {
+    const chunk = items.slice(start, start + CHUNK);
+    const { groups, placement } = groupRequests(chunk.flat());
     const scored = await scorer.score(groups, { batchSize });
     let at = 0;
-    for (const reqs of perItem) {
+    for (const reqs of chunk) {
       out.push(
         reqs.map(() => {
           const [g, c] = placement[at++]!;
@@ -41,7 +48,7 @@ export async function scoreMultipleChoice(
         }),
       );
     }
-    onProgress(Math.min(start + CHUNK, prompts.length));
+    onProgress(Math.min(start + CHUNK, items.length));
   }
   return out;
 }

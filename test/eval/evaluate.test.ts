@@ -319,6 +319,18 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
       /task file .*notjson\.json is not valid JSON/,
     ],
     [
+      'a choice with no tokens to score (checked before any task runs)',
+      () => {
+        const f = join(root, 'emptychoice.json');
+        writeFileSync(
+          f,
+          JSON.stringify({ targetDelimiter: '', items: [{ context: 'x', choices: ['a', ''], answer: 0 }] }),
+        );
+        return { tasks: [join(root, 'facts.json'), f] };
+      },
+      /task emptychoice item 1, request 2: the continuation "" has no tokens; there is nothing to score/,
+    ],
+    [
       'an adapter for another base model',
       () => {
         return { tasks: [join(root, 'facts.json')], adapterDir: join(root, 'adapter-other') };

@@ -12,7 +12,7 @@ import { hellaswagPreprocess, pythonCapitalize, BUILTIN_TASKS } from '../../lib/
 import { loadTasks } from '../../lib/eval/load-tasks.ts';
 import { MMLU_SUBJECTS } from '../../lib/eval/mmlu-subjects.ts';
 import { multipleChoicePrompt, renderTemplate, selectShots } from '../../lib/eval/prompts.ts';
-import { choiceRequests, groupRequests } from '../../lib/eval/requests.ts';
+import { choiceRequests, groupRequests, tokenizeRequests } from '../../lib/eval/requests.ts';
 import type {
   GenerationDoc,
   GenerationTask,
@@ -281,7 +281,7 @@ describe('request grouping', () => {
   it('groups the choices of one question (one context run), keeps WinoGrande options apart', async () => {
     const arc = await requestsOf('arc_easy', 0);
     const wino = await requestsOf('winogrande', 0);
-    const g = groupRequests(tok, [...arc.requests, ...wino.requests]);
+    const g = groupRequests(tokenizeRequests(tok, [...arc.requests, ...wino.requests], 'test'));
     expect(g.groups).toHaveLength(3);
     expect(g.groups[0]!.continuations).toHaveLength(4);
     expect(g.placement).toEqual([
