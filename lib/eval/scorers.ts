@@ -4,7 +4,7 @@
  * reported while the batches inside a chunk stay full.
  */
 import { beamSearch } from '../model/beam-search.ts';
-import { generateTokens } from '../model/generation.ts';
+import { generateText } from '../model/generation.ts';
 import type { LlamaModel } from '../model/llama-model.ts';
 import type { ScoreResult } from '../model/scoring.ts';
 import type { SharedContextScorer } from '../model/shared-context-scoring.ts';
@@ -58,22 +58,27 @@ export interface GenerationSettings {
   numBeams: number;
 }
 
-/** Generated text for each prompt (the prompt tokenized with the checkpoint's BOS, no chat template). */
+/**
+ * Generated text for each prompt, without a chat template: greedy through `generateText` (the model's prompt
+ * encoding, with BOS), beam search from the same encoding.
+ */
 export async function generateOutputs(
   model: LlamaModel,
   prompts: readonly string[],
   settings: GenerationSettings,
   onProgress: (done: number) => void,
 ): Promise<string[]> {
-  const tokenizer = model.tokenizer();
   const out: string[] = [];
   for (const prompt of prompts) {
-    const ids = tokenizer.encode(prompt);
     const text =
       settings.numBeams > 1
-        ? (await beamSearch(model, ids, { numBeams: settings.numBeams, maxNewTokens: settings.maxNewTokens }))
-            .text
-        : (await generateTokens(model, ids, { maxNewTokens: settings.maxNewTokens })).text;
+        ? (
+            await beamSearch(model, model.tokenizer().encode(prompt), {
+              numBeams: settings.numBeams,
+              maxNewTokens: settings.maxNewTokens,
+            })
+          ).text
+        : (await generateText(model, prompt, { maxNewTokens: settings.maxNewTokens })).text;
     out.push(text);
     onProgress(out.length);
   }
