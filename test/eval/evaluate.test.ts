@@ -175,6 +175,14 @@ describe('evaluate on multiple-choice tasks', () => {
     }
     expect(facts.metrics.acc.value).toBeCloseTo(acc / 3, 12);
     expect(facts.metrics.acc_norm.value).toBeCloseTo(accNorm / 3, 12);
+    // WinoGrande partial scoring: the option whose context makes the shared continuation likelier; acc only.
+    const wino = readResult(out, 'winogrande');
+    for (const r of wino.records as McRecord[]) {
+      expect(r.prompts).toHaveLength(2);
+      expect(r.prediction).toBe(r.choices[1]!.loglik > r.choices[0]!.loglik ? 1 : 0);
+      expect(r.predictionNorm).toBeUndefined();
+    }
+    expect(Object.keys(wino.metrics)).toEqual(['acc']);
   });
 });
 
