@@ -118,7 +118,7 @@ export function lossChart(data: ReportData): TopLevelSpec | null {
     data: { values: data.losses },
     mark: { type: 'line', strokeWidth: 1.5 },
     encoding: {
-      x: { field: 'step', type: 'quantitative', title: 'step' },
+      x: { field: 'step', type: 'quantitative', title: 'step', axis: { tickMinStep: 1, format: 'd' } },
       y: { field: 'loss', type: 'quantitative', scale: { zero: false }, title: 'loss (nats/token)' },
       color: { field: 'run', type: 'nominal' },
       strokeDash: {

@@ -165,6 +165,8 @@ export class SharedContextScorer {
       await this.scoreBatch(
         batch.map((gi) => groups[gi]!),
         batchSize,
+        // Later, smaller batches keep the first one's size: one compiled shape per length, not per size too.
+        Math.min(batchSize, order.length),
         (k, ci, r) => (results[batch[k]!]![ci] = r),
       );
     }
@@ -182,13 +184,14 @@ export class SharedContextScorer {
   private async scoreBatch(
     groups: readonly SharedContextRequest[],
     batchSize: number,
+    minBatch: number,
     put: (group: number, continuation: number, r: ScoreResult) => void,
   ): Promise<void> {
     const model = this.model;
     const cfg = model.config;
     // Phase A: contexts left-padded to P, each ending at position P−1.
     const P = bucketLength(Math.max(...groups.map((g) => g.context.length)));
-    const B = bucketBatch(groups.length);
+    const B = bucketBatch(Math.max(groups.length, minBatch));
     const ids = new BigInt64Array(B * P);
     const mask = new BigInt64Array(B * P);
     groups.forEach((g, b) => {
