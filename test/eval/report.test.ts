@@ -214,6 +214,17 @@ describe('buildReport', () => {
     expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
   });
 
+  it('names must match the run directories one to one and be distinct', async () => {
+    const out = join(root, 'report-names');
+    await expect(buildReport({ runDirs: [runDir('base')], names: ['a', 'b'], outDir: out })).rejects.toThrow(
+      /2 names for 1 run directories; give one name per run/,
+    );
+    await expect(
+      buildReport({ runDirs: [runDir('base'), runDir('lora')], names: ['x', 'x'], outDir: out }),
+    ).rejects.toThrow(/two runs are named "x"; give distinct names/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('moka report prints the table and writes the three files', () => {
     const out = join(root, 'report-cli');
     const r = runMoka(['report', runDir('base'), runDir('lora'), '--out', out]);

@@ -337,4 +337,25 @@ describe('limits and user task headers', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('a JSON Lines file of {prompt, answer} is a greedy generation task whose prediction is the first output line', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moka-usertask-'));
+    try {
+      const f = join(dir, 'qa.jsonl');
+      writeFileSync(f, '{"prompt": "2 + 2 =", "answer": "4"}\n{"prompt": "3 + 3 =", "answer": "6"}\n');
+      const [t] = await loadTasks([f], { limit: 1 });
+      const task = t!.task as GenerationTask;
+      expect([t!.name, task.protocol, task.answerRegex, task.numBeams, task.maxNewTokens]).toEqual([
+        'qa',
+        'generation',
+        null,
+        1,
+        32,
+      ]);
+      expect(t!.docs).toEqual([{ fields: { prompt: '2 + 2 =' }, answer: '4' }]);
+      expect(renderTemplate(task.promptTemplate, (t!.docs[0] as GenerationDoc).fields)).toBe('2 + 2 =');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
