@@ -2,7 +2,7 @@
  * `evaluate()` and `moka eval` on tiny generated checkpoints:
  * - the log-likelihoods in the per-item records equal ones computed by hand with a float64 TypeScript forward;
  * - acc / acc_norm predictions in the records follow from the recorded log-likelihoods and choice lengths;
- * - an adapter applied unmerged scores as the merged checkpoint does, for every adapter type, on a 4-bit base;
+ * - an adapter applied unmerged scores as the merged checkpoint does, for every adapter type, on 4-bit bases;
  * - generation tasks record prompt, output and extracted prediction;
  * - bad inputs fail with one line and leave nothing in --out.
  */
@@ -42,6 +42,7 @@ const DATA = fileURLToPath(new URL('./fixtures/data', import.meta.url));
 let root: string;
 const tiny = () => join(root, 'tiny');
 const nf4 = () => join(root, 'nf4');
+const int4 = () => join(root, 'int4');
 
 interface ChoiceRecord {
   text: string;
@@ -79,6 +80,7 @@ beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'moka-eval-'));
   await writeTinyCheckpoint({ dir: tiny(), seed: 11, numKvHeads: 2 });
   await quantizeCheckpoint({ modelDir: tiny(), outDir: nf4(), format: 'nf4', doubleQuant: true });
+  await quantizeCheckpoint({ modelDir: tiny(), outDir: int4(), format: 'int4', blockSize: 32 });
   writeFileSync(join(root, 'facts.json'), JSON.stringify(USER_TASK));
   writeFileSync(
     join(root, 'gen.json'),
@@ -194,11 +196,18 @@ const ADAPTERS: Record<string, AdapterConfigInput> = {
   dora: { type: 'dora', r: 2, targetModules: ['q_proj', 'down_proj'] },
 };
 
-describe('unmerged adapter == merged checkpoint, on a 4-bit (NF4) base', () => {
-  it.each(Object.keys(ADAPTERS))(
-    '%s: every choice log-likelihood within 5e-5, the same predictions',
-    async (type) => {
-      const base = await openFrozenBase(nf4());
+// Every adapter type on NF4 (double quant); LoRA on int4 as well.
+const CASES: [string, string, () => string][] = [
+  ...Object.keys(ADAPTERS).map((t): [string, string, () => string] => [t, 'nf4', nf4]),
+  ['lora', 'int4', int4],
+];
+
+describe('unmerged adapter == merged checkpoint, on a 4-bit base', () => {
+  it.each(CASES)(
+    '%s on %s: every choice log-likelihood within 5e-5, the same predictions',
+    async (type, format, baseDir) => {
+      const id = `${type}-${format}`;
+      const base = await openFrozenBase(baseDir());
       const cfg = parseAdapterConfig(ADAPTERS[type]!);
       const norms = await baseRowNorms(
         base,
@@ -210,23 +219,23 @@ describe('unmerged adapter == merged checkpoint, on a 4-bit (NF4) base', () => {
         rt.tensors.map((t) => [t.name, Float32Array.from(randomNormal(t.init.length, rand, 0.05))]),
       );
       await base.close();
-      const adir = join(root, `adapter-${type}`);
-      await saveAdapter(adir, rt, values, { baseModel: nf4() });
-      const mdir = join(root, `merged-${type}`);
-      await mergeCheckpoint({ model: nf4(), adapter: adir, out: mdir });
+      const adir = join(root, `adapter-${id}`);
+      await saveAdapter(adir, rt, values, { baseModel: baseDir() });
+      const mdir = join(root, `merged-${id}`);
+      await mergeCheckpoint({ model: baseDir(), adapter: adir, out: mdir });
 
       const tasks = [join(root, 'facts.json'), 'arc_easy', 'winogrande'];
       const common = { tasks, dataDir: DATA, progress: 'none' as const, intraOpThreads: 1 };
-      await evaluate({ modelDir: nf4(), adapterDir: adir, outDir: join(root, `u-${type}`), ...common });
-      await evaluate({ modelDir: mdir, outDir: join(root, `m-${type}`), ...common });
-      await evaluate({ modelDir: nf4(), outDir: join(root, `b-${type}`), ...common });
+      await evaluate({ modelDir: baseDir(), adapterDir: adir, outDir: join(root, `u-${id}`), ...common });
+      await evaluate({ modelDir: mdir, outDir: join(root, `m-${id}`), ...common });
+      await evaluate({ modelDir: baseDir(), outDir: join(root, `b-${id}`), ...common });
       let changed = 0;
       for (const task of ['facts', 'arc_easy', 'winogrande']) {
-        const u = readResult(join(root, `u-${type}`), task);
-        const m = readResult(join(root, `m-${type}`), task);
-        const b = readResult(join(root, `b-${type}`), task);
+        const u = readResult(join(root, `u-${id}`), task);
+        const m = readResult(join(root, `m-${id}`), task);
+        const b = readResult(join(root, `b-${id}`), task);
         expect(u.adapter).toMatchObject({ dir: adir, type });
-        expect(u.model.format).toBe('nf4');
+        expect(u.model.format).toBe(format);
         (u.records as McRecord[]).forEach((r, i) => {
           r.choices.forEach((c, j) => {
             // Merged weights are the dequantized base + ΔW in float32, the unmerged path adds the fused update to
