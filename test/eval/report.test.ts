@@ -162,7 +162,8 @@ describe('buildReport', () => {
     const html = readFileSync(reportHtml, 'utf8');
     expect(html).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org)/); // self-contained: no scripts, no fetches
     const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
+      // Debian's chromium (installed by .ci/run); MOKA_CHROMIUM points elsewhere (e.g. a local Chrome).
+      executablePath: process.env.MOKA_CHROMIUM ?? '/usr/bin/chromium',
       args: [
         '--no-sandbox',
         '--disable-gpu',
