@@ -16,7 +16,8 @@
  *
  * Checkpoints go to $MOKA_SCALE_DIR (default bench/out/scale, git-ignored) and are reused when present.
  * MOKA_SCALE_LAYERS=1,2,4 limits the 7B layer counts (e.g. to skip the 32-layer run); MOKA_SCALE_PARTS=small,ratios,
- * llama3,full picks parts (default all). Entries of parts not run are kept from the previous results.
+ * llama3,full picks parts (default all), MOKA_SCALE_TASKS=train_2x128,train_1x512,score_4x128,generate the tasks
+ * of the `small` part. Entries not produced again are kept from the previous results.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -147,9 +148,11 @@ async function run(): Promise<BenchEntry[]> {
   const parts = new Set((process.env.MOKA_SCALE_PARTS ?? 'small,ratios,llama3,full').split(','));
   // Per-layer memory and time on the LLaMA-2-7B shape.
   const byTask = new Map<string, { layers: number; rss: number; ms: number; tps: number }[]>();
+  const only = process.env.MOKA_SCALE_TASKS?.split(',');
+  const tasks = TASKS.filter((t) => !only || only.includes(t.key));
   for (const layers of parts.has('small') ? small : []) {
     const dir = await checkpoint('llama2', layers, 'nf4');
-    for (const t of TASKS) {
+    for (const t of tasks) {
       const r = child({ ...t.task, dir } as ScaleTask);
       const list = byTask.get(t.key) ?? [];
       list.push({ layers, rss: r.peakRssMB as number, ms: r.ms as number, tps: r.tokensPerSecond as number });
@@ -169,7 +172,7 @@ async function run(): Promise<BenchEntry[]> {
     }
   }
   if (parts.has('small') && small.length >= 2) {
-    for (const t of TASKS) {
+    for (const t of tasks) {
       const list = byTask.get(t.key)!;
       const xs = list.map((p) => p.layers);
       entries.push({
