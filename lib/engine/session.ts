@@ -45,7 +45,7 @@ export interface SessionOptions {
   externalDataTotalBytes?: number;
   /**
    * Compiled ORT sessions (one per distinct binding of named dimensions) kept alive at once; the least recently
-   * run one is released when a new binding needs compiling (default 4). Each holds its own arena, packed
+   * run one is released when a new binding needs compiling (default 4; 2 for models with external weights). Each holds its own arena, packed
    * weights and mapping of the weight files, so this bounds a run's memory whatever number of batch shapes
    * it meets (measured on a 2-layer LLaMA-2-7B NF4 training step: 0.4–2.3 GB per extra shape kept).
    */
@@ -207,7 +207,8 @@ export class Session {
       this.compiled.set(key, p);
       return p;
     }
-    const limit = Math.max(1, this.options.maxCompiledShapes ?? 4);
+    // Large models (weights in external files) keep fewer: each session maps all their weights again.
+    const limit = Math.max(1, this.options.maxCompiledShapes ?? (this.weightsDir ? 2 : 4));
     while (this.compiled.size >= limit) {
       const [oldKey, old] = this.compiled.entries().next().value!;
       this.compiled.delete(oldKey);
