@@ -10,6 +10,8 @@ import { registerScore } from './score.ts';
 import { registerMerge } from './merge.ts';
 import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
+import { registerEval } from './eval.ts';
+import { registerReport } from './report.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -22,4 +24,6 @@ export function registerCommands(program: Command): void {
   registerMerge(program);
   registerExportOnnx(program);
   registerTrain(program);
+  registerEval(program);
+  registerReport(program);
 }
