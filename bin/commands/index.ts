@@ -12,6 +12,10 @@ import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
 import { registerEval } from './eval.ts';
 import { registerReport } from './report.ts';
+import { registerDemo } from './demo.ts';
+import { registerRun } from './run.ts';
+import { registerStage } from './stage.ts';
+import { registerSchema } from './schema.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -26,4 +30,8 @@ export function registerCommands(program: Command): void {
   registerTrain(program);
   registerEval(program);
   registerReport(program);
+  registerDemo(program);
+  registerRun(program);
+  registerStage(program);
+  registerSchema(program);
 }
