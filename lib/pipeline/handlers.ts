@@ -175,6 +175,9 @@ async function reachabilityProblems(config: RunConfig, deps: PipelineDeps): Prom
       );
     }
   }
+  for (const [i, t] of (config.evals?.tasks ?? []).entries()) {
+    if (isTaskFile(t)) await check(`evals.tasks[${i}]`, t, 'task file');
+  }
   if (config.evals?.data) await check('evals.data', config.evals.data, 'evaluation data');
   return problems;
 }
