@@ -43,9 +43,16 @@ describe('PipelineStateMachine', () => {
   it('has the documented state names, each Task bound to a handler or a stage', () => {
     expect(asl.StartAt).toBe(STATE_NAMES.validate);
     for (const name of Object.values(STATE_NAMES)) expect(Object.keys(states)).toContain(name);
-    const tasks = taskStates(asl).map(([n]) => n).sort();
+    const tasks = taskStates(asl)
+      .map(([n]) => n)
+      .sort();
     expect(tasks).toEqual(
-      [STATE_NAMES.validate, STATE_NAMES.finalize, STATE_NAMES.recordFailure, ...Object.keys(BATCH_STATE_STAGES)].sort(),
+      [
+        STATE_NAMES.validate,
+        STATE_NAMES.finalize,
+        STATE_NAMES.recordFailure,
+        ...Object.keys(BATCH_STATE_STAGES),
+      ].sort(),
     );
     expect(states[STATE_NAMES.variantMap]!.MaxConcurrency).toBe(3);
     expect(states[STATE_NAMES.variantMap]!.ItemsPath).toBe('$.variants');
@@ -57,7 +64,9 @@ describe('PipelineStateMachine', () => {
       expect(s.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
       const params = (s.Parameters as State).Parameters as State;
       expect(Object.keys(params).sort()).toEqual(
-        name === STATE_NAMES.quantize || name === STATE_NAMES.report ? ['runUri.$'] : ['runUri.$', name === STATE_NAMES.evaluateBase ? 'variant' : 'variant.$'].sort(),
+        name === STATE_NAMES.quantize || name === STATE_NAMES.report
+          ? ['runUri.$']
+          : ['runUri.$', name === STATE_NAMES.evaluateBase ? 'variant' : 'variant.$'].sort(),
       );
       const retried = ((s.Retry ?? []) as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
       expect(retried.length).toBeGreaterThan(0);
@@ -67,27 +76,58 @@ describe('PipelineStateMachine', () => {
   });
 
   it('catches every failure into RecordFailure and fails with the stage error and cause', () => {
-    for (const name of [STATE_NAMES.validate, STATE_NAMES.quantize, STATE_NAMES.variants, STATE_NAMES.report, STATE_NAMES.finalize]) {
-      expect(states[name]!.Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATE_NAMES.recordFailure }]);
+    for (const name of [
+      STATE_NAMES.validate,
+      STATE_NAMES.quantize,
+      STATE_NAMES.variants,
+      STATE_NAMES.report,
+      STATE_NAMES.finalize,
+    ]) {
+      expect(states[name]!.Catch).toEqual([
+        { ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: STATE_NAMES.recordFailure },
+      ]);
     }
     expect(states[STATE_NAMES.recordFailure]!.Next).toBe(STATE_NAMES.failed);
-    expect(states[STATE_NAMES.failed]).toMatchObject({ Type: 'Fail', ErrorPath: '$.error.Error', CausePath: '$.error.Cause' });
+    expect(states[STATE_NAMES.failed]).toMatchObject({
+      Type: 'Fail',
+      ErrorPath: '$.error.Error',
+      CausePath: '$.error.Cause',
+    });
   });
 
   it('lets the state machine stop its Batch jobs (TerminateJob, DescribeJobs) and traces executions', () => {
     template.hasResourceProperties('AWS::IAM::Policy', {
-      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Action: 'batch:TerminateJob' }), Match.objectLike({ Action: 'batch:DescribeJobs', Resource: '*' })]) },
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Action: 'batch:TerminateJob' }),
+          Match.objectLike({ Action: 'batch:DescribeJobs', Resource: '*' }),
+        ]),
+      },
     });
-    template.hasResourceProperties('AWS::StepFunctions::StateMachine', { TracingConfiguration: { Enabled: true } });
+    template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      TracingConfiguration: { Enabled: true },
+    });
   });
 
   it('resolves the intrinsics CDK emits', () => {
     const resources = { Fn: { Type: 'AWS::Lambda::Function' }, Q: { Type: 'AWS::Batch::JobQueue' } };
     const env = { account: '111122223333', region: 'eu-west-1' };
-    expect(resolveIntrinsics({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':x:', { Ref: 'AWS::Region' }]] }, resources, env)).toBe('arn:aws:x:eu-west-1');
-    expect(resolveIntrinsics({ 'Fn::GetAtt': ['Fn', 'Arn'] }, resources, env)).toBe('arn:aws:lambda:eu-west-1:111122223333:function:Fn');
-    expect(resolveIntrinsics({ Ref: 'Q' }, resources, env)).toBe('arn:aws:batch:eu-west-1:111122223333:job-queue/Q');
-    expect(resolveIntrinsics({ 'Fn::Sub': 'a-${AWS::AccountId}-${Fn.Arn}' }, resources, env)).toBe('a-111122223333-arn:aws:lambda:eu-west-1:111122223333:function:Fn');
+    expect(
+      resolveIntrinsics(
+        { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':x:', { Ref: 'AWS::Region' }]] },
+        resources,
+        env,
+      ),
+    ).toBe('arn:aws:x:eu-west-1');
+    expect(resolveIntrinsics({ 'Fn::GetAtt': ['Fn', 'Arn'] }, resources, env)).toBe(
+      'arn:aws:lambda:eu-west-1:111122223333:function:Fn',
+    );
+    expect(resolveIntrinsics({ Ref: 'Q' }, resources, env)).toBe(
+      'arn:aws:batch:eu-west-1:111122223333:job-queue/Q',
+    );
+    expect(resolveIntrinsics({ 'Fn::Sub': 'a-${AWS::AccountId}-${Fn.Arn}' }, resources, env)).toBe(
+      'a-111122223333-arn:aws:lambda:eu-west-1:111122223333:function:Fn',
+    );
     expect(() => resolveIntrinsics({ 'Fn::ImportValue': 'x' }, resources, env)).toThrow(/not supported/);
   });
 });

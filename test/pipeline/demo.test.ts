@@ -19,9 +19,13 @@ it('moka demo trains MoKA and LoRA that clearly beat the base model, and writes 
   const [runId] = readdirSync(join(dir, 'runs'));
   const runDir = join(dir, 'runs', runId!);
   const acc = (v: string) =>
-    (JSON.parse(readFileSync(join(runDir, v === 'base' ? 'base' : `variants/${v}`, 'eval-summary.json'), 'utf8')) as {
-      tasks: { metrics: { acc: { value: number } } }[];
-    }).tasks[0]!.metrics.acc.value;
+    (
+      JSON.parse(
+        readFileSync(join(runDir, v === 'base' ? 'base' : `variants/${v}`, 'eval-summary.json'), 'utf8'),
+      ) as {
+        tasks: { metrics: { acc: { value: number } } }[];
+      }
+    ).tasks[0]!.metrics.acc.value;
   const base = acc('base');
   // Margin: 0.25 = 6 of 24 items; the base scores about chance (0.25 ± 0.09).
   expect(acc('moka')).toBeGreaterThanOrEqual(base + 0.25);

@@ -37,10 +37,14 @@ it('a run killed during training resumes from the stored checkpoint and ends wit
   const variantDir = (runId: string) => join(store.root, 'runs', runId, 'variants', 'moka');
 
   // 1. The killed run: a separate process, SIGKILLed once the first checkpoint is complete in the store.
-  const child = spawn(process.execPath, [mokaBin, 'run', configFile, '--store', store.root, '--run-id', 'killed', '--progress', 'none'], {
-    env: { ...process.env, MOKA_WORK_DIR: join(dir, 'work-killed') },
-    stdio: 'ignore',
-  });
+  const child = spawn(
+    process.execPath,
+    [mokaBin, 'run', configFile, '--store', store.root, '--run-id', 'killed', '--progress', 'none'],
+    {
+      env: { ...process.env, MOKA_WORK_DIR: join(dir, 'work-killed') },
+      stdio: 'ignore',
+    },
+  );
   const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, signal) => r(signal)));
   await waitFor(() => existsSync(join(variantDir('killed'), 'checkpoints', 'step-4', '_COMPLETE')), 90_000);
   child.kill('SIGKILL');
@@ -49,9 +53,18 @@ it('a run killed during training resumes from the stored checkpoint and ends wit
 
   // 2. Re-run the same runId (another work folder: the store is the only state carried over).
   const definition = localPipelineDefinition();
-  const resumed = await runLocal({ definition, input: { ...config, runId: 'killed' }, store, workDir: join(dir, 'work-resume'), progress: 'none', log: () => {} });
+  const resumed = await runLocal({
+    definition,
+    input: { ...config, runId: 'killed' },
+    store,
+    workDir: join(dir, 'work-resume'),
+    progress: 'none',
+    log: () => {},
+  });
   expect(resumed.status).toBe('SUCCEEDED');
-  const status = JSON.parse(readFileSync(join(store.root, 'runs', 'killed', 'status.json'), 'utf8')) as RunStatus;
+  const status = JSON.parse(
+    readFileSync(join(store.root, 'runs', 'killed', 'status.json'), 'utf8'),
+  ) as RunStatus;
   const train = status.stages['train:moka']!;
   const resumedFrom = train.result!.resumedFrom as number;
   expect(resumedFrom).toBeGreaterThanOrEqual(4);
@@ -60,9 +73,19 @@ it('a run killed during training resumes from the stored checkpoint and ends wit
   expect(train.detail).toBe(`resumed from step ${resumedFrom}`);
 
   // 3. An uninterrupted run of the same config.
-  const straight = await runLocal({ definition, input: { ...config, runId: 'straight' }, store, workDir: join(dir, 'work-straight'), progress: 'none', log: () => {} });
+  const straight = await runLocal({
+    definition,
+    input: { ...config, runId: 'straight' },
+    store,
+    workDir: join(dir, 'work-straight'),
+    progress: 'none',
+    log: () => {},
+  });
   expect(straight.status).toBe('SUCCEEDED');
-  const weights = (runId: string) => readFileSync(join(variantDir(runId), 'adapter', 'adapter_model.safetensors'));
+  const weights = (runId: string) =>
+    readFileSync(join(variantDir(runId), 'adapter', 'adapter_model.safetensors'));
   expect(weights('killed').equals(weights('straight'))).toBe(true);
-  expect(metricsWithoutTiming(join(variantDir('killed'), 'metrics.jsonl'))).toEqual(metricsWithoutTiming(join(variantDir('straight'), 'metrics.jsonl')));
+  expect(metricsWithoutTiming(join(variantDir('killed'), 'metrics.jsonl'))).toEqual(
+    metricsWithoutTiming(join(variantDir('straight'), 'metrics.jsonl')),
+  );
 }, 180_000);

@@ -55,19 +55,39 @@ describe('local run of the synthesized state machine', () => {
     const runDir = join(store.root, 'runs', 'compare');
     const status = json<RunStatus>(join(runDir, 'status.json'));
     expect(status.status).toBe('SUCCEEDED');
-    expect(Object.keys(status.stages).sort()).toEqual(['eval:base', 'eval:lora', 'eval:moka', 'quantize', 'report', 'train:lora', 'train:moka']);
+    expect(Object.keys(status.stages).sort()).toEqual([
+      'eval:base',
+      'eval:lora',
+      'eval:moka',
+      'quantize',
+      'report',
+      'train:lora',
+      'train:moka',
+    ]);
     for (const r of Object.values(status.stages)) expect(r.status).toBe('SUCCEEDED');
     expect(json<{ runId: string }>(join(runDir, 'config.json')).runId).toBe('compare');
     const model = json<{ quantized: { key: string } }>(join(runDir, 'model.json'));
-    expect(statSync(join(store.root, 'cache', 'quantized', model.quantized.key, '_COMPLETE')).isFile()).toBe(true);
+    expect(statSync(join(store.root, 'cache', 'quantized', model.quantized.key, '_COMPLETE')).isFile()).toBe(
+      true,
+    );
     for (const v of ['moka', 'lora']) {
       const vd = join(runDir, 'variants', v);
-      for (const f of ['adapter/_COMPLETE', 'adapter/adapter_model.safetensors', 'adapter/adapter_config.json', 'evals/codes.json', 'evals/_COMPLETE', 'metrics.jsonl', 'train-summary.json', 'checkpoints/step-12/_COMPLETE']) {
+      for (const f of [
+        'adapter/_COMPLETE',
+        'adapter/adapter_model.safetensors',
+        'adapter/adapter_config.json',
+        'evals/codes.json',
+        'evals/_COMPLETE',
+        'metrics.jsonl',
+        'train-summary.json',
+        'checkpoints/step-12/_COMPLETE',
+      ]) {
         expect(statSync(join(vd, f)).size, `${v}/${f}`).toBeGreaterThan(0);
       }
     }
     expect(statSync(join(runDir, 'base', 'evals', 'codes.json')).size).toBeGreaterThan(0);
-    for (const f of ['report.html', 'report.md', 'report.json', '_COMPLETE']) expect(statSync(join(runDir, 'report', f)).size).toBeGreaterThan(0);
+    for (const f of ['report.html', 'report.md', 'report.json', '_COMPLETE'])
+      expect(statSync(join(runDir, 'report', f)).size).toBeGreaterThan(0);
     const out = first.output!;
     expect(out.runId).toBe('compare');
     expect(Object.keys(out.adapterUris).sort()).toEqual(['lora', 'moka']);
@@ -77,9 +97,24 @@ describe('local run of the synthesized state machine', () => {
   });
 
   it('re-running a finished run does no work: Quantize is skipped (cached) and every stage skips on its marker', async () => {
-    const adapter = join(store.root, 'runs', 'compare', 'variants', 'moka', 'adapter', 'adapter_model.safetensors');
+    const adapter = join(
+      store.root,
+      'runs',
+      'compare',
+      'variants',
+      'moka',
+      'adapter',
+      'adapter_model.safetensors',
+    );
     const before = statSync(adapter).mtimeMs;
-    const again = await runLocal({ definition, input: { ...run.config, runId: 'compare' }, store, workDir: join(run.dir, 'work'), progress: 'none', log: () => {} });
+    const again = await runLocal({
+      definition,
+      input: { ...run.config, runId: 'compare' },
+      store,
+      workDir: join(run.dir, 'work'),
+      progress: 'none',
+      log: () => {},
+    });
     expect(again.status).toBe('SUCCEEDED');
     expect(again.transitions).not.toContain(N.quantize);
     const status = json<RunStatus>(join(store.root, 'runs', 'compare', 'status.json'));
@@ -109,13 +144,19 @@ describe('local run of the synthesized state machine', () => {
     });
     expect(failed.status).toBe('FAILED');
     expect(failed.error!.Error).toBe('States.TaskFailed');
-    expect(JSON.parse(failed.error!.Cause)).toMatchObject({ Status: 'FAILED', StatusReason: 'CUDA error: an illegal memory access was encountered' });
+    expect(JSON.parse(failed.error!.Cause)).toMatchObject({
+      Status: 'FAILED',
+      StatusReason: 'CUDA error: an illegal memory access was encountered',
+    });
     expect(failed.transitions).toContain(N.recordFailure);
     expect(failed.transitions.at(-1)).toBe(N.failed);
     expect(failed.transitions).not.toContain(N.report);
     const status = json<RunStatus>(join(store.root, 'runs', 'broken', 'status.json'));
     expect(status.status).toBe('FAILED');
-    expect(status.error).toMatchObject({ Error: 'States.TaskFailed', Cause: 'CUDA error: an illegal memory access was encountered' });
+    expect(status.error).toMatchObject({
+      Error: 'States.TaskFailed',
+      Cause: 'CUDA error: an illegal memory access was encountered',
+    });
     expect(status.error!.stage).toMatch(/^train:(moka|lora)$/);
     expect(status.stages[status.error!.stage!]!.status).toBe('FAILED');
   });

@@ -8,14 +8,21 @@ import {
 } from '../../lib/pipeline/run-config.ts';
 import { isUserError } from '../../lib/errors.ts';
 
-const minimal = { model: 's3://bucket/models/llama', adapters: { type: 'moka' }, data: { train: 'data/train.jsonl' } };
+const minimal = {
+  model: 's3://bucket/models/llama',
+  adapters: { type: 'moka' },
+  data: { train: 'data/train.jsonl' },
+};
 
 function problems(input: unknown): string[] {
   try {
     parseRunConfig(input);
   } catch (err) {
     expect(isUserError(err)).toBe(true);
-    return (err as Error).message.split('\n').slice(1).map((l) => l.trim());
+    return (err as Error).message
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
   }
   throw new Error('expected the config to be refused');
 }
@@ -26,7 +33,13 @@ describe('run config', () => {
     expect(c.adapters).toHaveLength(1);
     expect(c.adapters[0]!.name).toBe('moka');
     expect(c.adapters[0]!.adapter.type).toBe('moka');
-    expect(c.quantize).toEqual({ format: 'nf4', blockSize: 64, doubleQuant: false, symmetric: false, quantizeLmHead: false });
+    expect(c.quantize).toEqual({
+      format: 'nf4',
+      blockSize: 64,
+      doubleQuant: false,
+      symmetric: false,
+      quantizeLmHead: false,
+    });
     expect(c.training.learningRate).toBe(2e-4);
     expect(c.compute.provider).toBe('cpu');
     expect(c.evals).toBeUndefined();
@@ -78,13 +91,23 @@ describe('run config', () => {
       /^compute\.provider: provider must be one of cpu, cuda, webgpu, auto/,
       /^\(root\): unknown field\(s\) "extra"/,
     ];
-    for (const re of expected) expect(list.some((l) => re.test(l)), `${re} in\n${list.join('\n')}`).toBe(true);
+    for (const re of expected)
+      expect(
+        list.some((l) => re.test(l)),
+        `${re} in\n${list.join('\n')}`,
+      ).toBe(true);
   });
 
   it('reports duplicate variant names and the adapter cross-field checks', () => {
-    expect(problems({ ...minimal, adapters: [{ name: 'x', type: 'lora' }, { name: 'x', type: 'dora' }] })).toEqual([
-      'adapters[1].name: duplicate variant name "x"',
-    ]);
+    expect(
+      problems({
+        ...minimal,
+        adapters: [
+          { name: 'x', type: 'lora' },
+          { name: 'x', type: 'dora' },
+        ],
+      }),
+    ).toEqual(['adapters[1].name: duplicate variant name "x"']);
     const [p] = problems({ ...minimal, adapters: { type: 'moka', plan: {} } });
     expect(p).toMatch(/^adapters: plan needs a budget/);
   });
@@ -100,8 +123,20 @@ describe('run config', () => {
   });
 
   it('exports a JSON Schema with every section, defaults and the runId pattern', () => {
-    const s = runConfigJsonSchema() as { properties: Record<string, Record<string, unknown>>; required: string[] };
-    expect(Object.keys(s.properties)).toEqual(['runId', 'model', 'quantize', 'adapters', 'data', 'training', 'evals', 'compute']);
+    const s = runConfigJsonSchema() as {
+      properties: Record<string, Record<string, unknown>>;
+      required: string[];
+    };
+    expect(Object.keys(s.properties)).toEqual([
+      'runId',
+      'model',
+      'quantize',
+      'adapters',
+      'data',
+      'training',
+      'evals',
+      'compute',
+    ]);
     expect(s.required.sort()).toEqual(['adapters', 'data', 'model']);
     expect(s.properties.runId!.pattern).toBe(RUN_ID_PATTERN.source);
     expect(JSON.stringify(s.properties.training)).toContain('"default":42');

@@ -20,7 +20,9 @@ afterAll(async () => {
 });
 
 it('runs the pipeline with an s3:// store', async () => {
-  const { dir, config } = await tinyRun(8, { adapters: [{ name: 'moka', type: 'moka', targetModules: 'all-linear', plan: { count: 2 } }] });
+  const { dir, config } = await tinyRun(8, {
+    adapters: [{ name: 'moka', type: 'moka', targetModules: 'all-linear', plan: { count: 2 } }],
+  });
   const storeOptions = { s3: s3.options() };
   const store = new S3Store('s3://artifacts/moka', s3.options());
   const result = await runLocal({
@@ -41,7 +43,13 @@ it('runs the pipeline with an s3:// store', async () => {
   });
   const status = await readJson<RunStatus>(store, 'runs/on-s3/status.json');
   expect(status!.status).toBe('SUCCEEDED');
-  for (const prefix of ['runs/on-s3/variants/moka/adapter', 'runs/on-s3/variants/moka/checkpoints/step-8', 'runs/on-s3/variants/moka/evals', 'runs/on-s3/base/evals', 'runs/on-s3/report']) {
+  for (const prefix of [
+    'runs/on-s3/variants/moka/adapter',
+    'runs/on-s3/variants/moka/checkpoints/step-8',
+    'runs/on-s3/variants/moka/evals',
+    'runs/on-s3/base/evals',
+    'runs/on-s3/report',
+  ]) {
     expect(await isComplete(store, prefix), prefix).toBe(true);
   }
   expect((await store.list('cache/quantized')).some((o) => o.key.endsWith('/model.safetensors'))).toBe(true);

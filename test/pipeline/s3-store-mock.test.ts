@@ -40,7 +40,11 @@ function body(chunks: Buffer[], failAfter?: Error): Readable & { transformToStri
 }
 
 function store(extra: Partial<ConstructorParameters<typeof S3Store>[1]> = {}) {
-  return new S3Store('s3://bucket/root', { client: new S3Client({ region: 'us-east-1' }), retry: fast, ...extra });
+  return new S3Store('s3://bucket/root', {
+    client: new S3Client({ region: 'us-east-1' }),
+    retry: fast,
+    ...extra,
+  });
 }
 
 let dir: string;
@@ -56,10 +60,15 @@ describe('S3Store (mocked client)', () => {
     const size = 11 * 2 ** 20 + 123;
     writeFileSync(file, Buffer.alloc(size, 7));
     s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'up-1' });
-    s3.on(UploadPartCommand).callsFake((input: { PartNumber: number }) => ({ ETag: `"e${input.PartNumber}"` }));
+    s3.on(UploadPartCommand).callsFake((input: { PartNumber: number }) => ({
+      ETag: `"e${input.PartNumber}"`,
+    }));
     s3.on(CompleteMultipartUploadCommand).resolves({});
     await store({ partSizeBytes: 5 * 2 ** 20, queueSize: 2 }).putFile('runs/r/model.bin', file);
-    expect(s3.commandCalls(CreateMultipartUploadCommand)[0]!.args[0].input).toMatchObject({ Bucket: 'bucket', Key: 'root/runs/r/model.bin' });
+    expect(s3.commandCalls(CreateMultipartUploadCommand)[0]!.args[0].input).toMatchObject({
+      Bucket: 'bucket',
+      Key: 'root/runs/r/model.bin',
+    });
     const parts = s3.commandCalls(UploadPartCommand).map((c) => c.args[0].input);
     expect(parts.map((p) => p.PartNumber).sort()).toEqual([1, 2, 3]);
     const complete = s3.commandCalls(CompleteMultipartUploadCommand)[0]!.args[0].input;
@@ -118,11 +127,15 @@ describe('S3Store (mocked client)', () => {
     s3.on(CreateMultipartUploadCommand).resolves({ UploadId: 'up-2' });
     s3.on(UploadPartCommand).resolvesOnce({ ETag: '"1"' }).rejects(awsError('AccessDenied', 403));
     s3.on(AbortMultipartUploadCommand).resolves({});
-    await expect(putDir(store({ partSizeBytes: 5 * 2 ** 20 }), src, 'runs/r/variants/v/checkpoints/step-4')).rejects.toThrow(/AccessDenied/);
+    await expect(
+      putDir(store({ partSizeBytes: 5 * 2 ** 20 }), src, 'runs/r/variants/v/checkpoints/step-4'),
+    ).rejects.toThrow(/AccessDenied/);
     const keys = s3.commandCalls(PutObjectCommand).map((c) => c.args[0].input.Key);
     expect(keys).toContain('root/runs/r/variants/v/checkpoints/step-4/a.json');
     expect(keys.some((k) => k!.endsWith('_COMPLETE'))).toBe(false);
-    expect(s3.commandCalls(AbortMultipartUploadCommand)[0]!.args[0].input).toMatchObject({ UploadId: 'up-2' });
+    expect(s3.commandCalls(AbortMultipartUploadCommand)[0]!.args[0].input).toMatchObject({
+      UploadId: 'up-2',
+    });
     // The old marker was removed before anything was written.
     const deletes = s3.commandCalls(DeleteObjectCommand).map((c) => c.args[0].input.Key);
     expect(deletes[0]).toBe('root/runs/r/variants/v/checkpoints/step-4/_COMPLETE');
@@ -130,17 +143,26 @@ describe('S3Store (mocked client)', () => {
 
   it('lists every page of a prefix, keys relative to the store root', async () => {
     s3.on(ListObjectsV2Command)
-      .resolvesOnce({ Contents: [{ Key: 'root/runs/r/a', Size: 1 }], IsTruncated: true, NextContinuationToken: 't' })
+      .resolvesOnce({
+        Contents: [{ Key: 'root/runs/r/a', Size: 1 }],
+        IsTruncated: true,
+        NextContinuationToken: 't',
+      })
       .resolvesOnce({ Contents: [{ Key: 'root/runs/r/b/c', Size: 2, ETag: '"x"' }], IsTruncated: false });
     expect(await store().list('runs/r')).toEqual([
       { key: 'runs/r/a', size: 1 },
       { key: 'runs/r/b/c', size: 2, etag: '"x"' },
     ]);
-    expect(s3.commandCalls(ListObjectsV2Command)[1]!.args[0].input).toMatchObject({ Prefix: 'root/runs/r/', ContinuationToken: 't' });
+    expect(s3.commandCalls(ListObjectsV2Command)[1]!.args[0].input).toMatchObject({
+      Prefix: 'root/runs/r/',
+      ContinuationToken: 't',
+    });
   });
 
   it('says why a store cannot be reached', async () => {
     s3.on(ListObjectsV2Command).rejects(awsError('NoSuchBucket', 404));
-    await expect(store().check()).rejects.toThrow(/s3:\/\/bucket\/root cannot be reached: the bucket "bucket" does not exist/);
+    await expect(store().check()).rejects.toThrow(
+      /s3:\/\/bucket\/root cannot be reached: the bucket "bucket" does not exist/,
+    );
   });
 });

@@ -25,7 +25,10 @@ describe.each([
   ['lib-storage multipart', true],
 ])('S3Store against s3rver (%s)', (_label, multipart) => {
   it('uploads a folder with its marker last, lists it, reads ranges and downloads it back', async () => {
-    const store = new S3Store(`s3://bucket/e2e-${multipart}`, s3.options({ multipart, partSizeBytes: 5 * 2 ** 20 }));
+    const store = new S3Store(
+      `s3://bucket/e2e-${multipart}`,
+      s3.options({ multipart, partSizeBytes: 5 * 2 ** 20 }),
+    );
     await store.check();
     const src = join(dir, `src-${multipart}`);
     mkdirSync(join(src, 'sub'), { recursive: true });
@@ -42,7 +45,8 @@ describe.each([
       ['runs/x/adapter/weights.bin', big.length],
     ]);
     const chunks: Buffer[] = [];
-    for await (const c of await store.openRead('runs/x/adapter/weights.bin', { start: 1000, end: 1009 })) chunks.push(c as Buffer);
+    for await (const c of await store.openRead('runs/x/adapter/weights.bin', { start: 1000, end: 1009 }))
+      chunks.push(c as Buffer);
     expect(Buffer.concat(chunks)).toEqual(big.subarray(1000, 1010));
 
     const back = join(dir, `back-${multipart}`);

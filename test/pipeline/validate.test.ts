@@ -31,18 +31,26 @@ describe('validateRunInput', () => {
       validateRunInput(
         {
           model: join(dir, 'no-model'),
-          adapters: [{ name: 'moka', type: 'moka' }, { name: 'lora', type: 'lora', initFrom: join(dir, 'old-adapter') }],
+          adapters: [
+            { name: 'moka', type: 'moka' },
+            { name: 'lora', type: 'lora', initFrom: join(dir, 'old-adapter') },
+          ],
           data: { train: [join(dir, 'data', 'ok.jsonl'), join(dir, 'data', 'missing.jsonl')] },
           evals: { tasks: ['arc_easy', join(dir, 'tasks', 'mine.jsonl')] },
         },
         { store },
       ),
     );
-    const lines = msg.split('\n').slice(1).map((l) => l.trim());
+    const lines = msg
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
     expect(msg).toMatch(/^run config cannot run \(5 problems\):/);
     expect(lines[0]).toMatch(/store .*not-a-folder\/store cannot be written/);
     expect(lines.slice(1)).toEqual([
-      expect.stringMatching(/^model: .*no-model\/config\.json does not exist \(expected a Hugging Face model folder/),
+      expect.stringMatching(
+        /^model: .*no-model\/config\.json does not exist \(expected a Hugging Face model folder/,
+      ),
       expect.stringMatching(/^data\.train\[1\]: .*missing\.jsonl does not exist/),
       expect.stringMatching(/^adapters\[1\]\.initFrom: .*old-adapter\/adapter_config\.json does not exist/),
       expect.stringMatching(/^evals\.tasks\[1\]: .*mine\.jsonl does not exist \(task file\)/),
@@ -54,9 +62,20 @@ describe('validateRunInput', () => {
     const { dir, config } = await tinyRun(4);
     const store = new FileStore(join(dir, 'store'));
     const plan = await validateRunInput({ ...config, runId: 'same' }, { store });
-    expect(plan).toMatchObject({ runId: 'same', variants: ['moka', 'lora'], evaluate: true, quantizeNeeded: true, resumed: false });
+    expect(plan).toMatchObject({
+      runId: 'same',
+      variants: ['moka', 'lora'],
+      evaluate: true,
+      quantizeNeeded: true,
+      resumed: false,
+    });
     expect((await validateRunInput({ ...config, runId: 'same' }, { store })).resumed).toBe(true);
-    const msg = await refusal(validateRunInput({ ...config, runId: 'same', training: { ...(config.training as object), seed: 9 } }, { store }));
+    const msg = await refusal(
+      validateRunInput(
+        { ...config, runId: 'same', training: { ...(config.training as object), seed: 9 } },
+        { store },
+      ),
+    );
     expect(msg).toMatch(/run same already exists .* with a different config/);
   });
 });
@@ -64,11 +83,15 @@ describe('validateRunInput', () => {
 describe('CLI', () => {
   it('moka run lists every problem of a bad config and starts nothing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'moka-run-cli-'));
-    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ runId: 'a/../b', model: 'gs://bucket/m', adapters: { type: 'qlora' }, data: {} }));
+    writeFileSync(
+      join(dir, 'bad.json'),
+      JSON.stringify({ runId: 'a/../b', model: 'gs://bucket/m', adapters: { type: 'qlora' }, data: {} }),
+    );
     const r = runMoka(['run', join(dir, 'bad.json'), '--store', join(dir, 'store')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/run config is invalid \(4 problems\)/);
-    for (const field of ['runId', 'model', 'adapters.type', 'data.train']) expect(r.stderr).toContain(`  ${field}: `);
+    for (const field of ['runId', 'model', 'adapters.type', 'data.train'])
+      expect(r.stderr).toContain(`  ${field}: `);
     expect(existsSync(join(dir, 'store', 'runs'))).toBe(false);
   });
 
@@ -79,6 +102,9 @@ describe('CLI', () => {
     expect(r.stderr).toMatch(/config\.json does not exist: the run was not validated/);
     const s = runMoka(['schema']);
     expect(s.code).toBe(0);
-    expect(JSON.parse(s.stdout)).toMatchObject({ type: 'object', required: expect.arrayContaining(['model', 'adapters', 'data']) });
+    expect(JSON.parse(s.stdout)).toMatchObject({
+      type: 'object',
+      required: expect.arrayContaining(['model', 'adapters', 'data']),
+    });
   });
 });
