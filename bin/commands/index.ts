@@ -16,6 +16,7 @@ import { registerDemo } from './demo.ts';
 import { registerRun } from './run.ts';
 import { registerStage } from './stage.ts';
 import { registerSchema } from './schema.ts';
+import { registerTokenize } from './tokenize.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -34,4 +35,5 @@ export function registerCommands(program: Command): void {
   registerRun(program);
   registerStage(program);
   registerSchema(program);
+  registerTokenize(program);
 }
