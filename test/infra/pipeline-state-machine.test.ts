@@ -37,7 +37,9 @@ describe('PipelineStateMachine', () => {
   it('synthesizes ASL that asl-validator accepts (ARNs and paths checked)', () => {
     const r = aslValidator(asl as never, { checkArn: true, checkPaths: true });
     expect(r.isValid, r.errorsText()).toBe(true);
-    expect(JSON.stringify(asl)).not.toMatch(/JSONata|QueryLanguage|Fn::|"Ref"/);
+    const text = JSON.stringify(asl);
+    expect(text).not.toMatch(/JSONata|Fn::|"Ref"|"Arguments"|"Output"|"Assign"/);
+    for (const s of Object.values(allStates(asl))) expect(s.QueryLanguage ?? 'JSONPath').toBe('JSONPath');
   });
 
   it('has the documented state names, each Task bound to a handler or a stage', () => {
