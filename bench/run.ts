@@ -14,7 +14,15 @@ import { storeSuite } from './store.bench.ts';
 import { evalSuite } from './eval.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
 
-const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, quantSuite, trainSuite, evalSuite, storeSuite];
+const SUITES: Suite[] = [
+  engineSuite,
+  adaptersSuite,
+  modelSuite,
+  quantSuite,
+  trainSuite,
+  evalSuite,
+  storeSuite,
+];
 const RESULTS = new URL('./results.json', import.meta.url);
 
 async function main() {
