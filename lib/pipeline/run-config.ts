@@ -90,7 +90,7 @@ const variantFields = {
     })
     .describe('Variant name: the folder variants/<name>/ and the row of the report.'),
   initFrom: UriSchema.optional().describe(
-    'An adapter directory (adapter_config.json + adapter_model.safetensors) whose weights initialize this variant; its adapter config must match. Used to retrain from the previous adapter.',
+    'An adapter directory (adapter_config.json + adapter_model.safetensors) whose weights initialize this variant; it must have the same adapter type, targets and shapes. Used to retrain from the previous adapter.',
   ),
 };
 
