@@ -10,13 +10,13 @@ import { registerScore } from './score.ts';
 import { registerMerge } from './merge.ts';
 import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
+import { registerTokenize } from './tokenize.ts';
 import { registerEval } from './eval.ts';
 import { registerReport } from './report.ts';
 import { registerDemo } from './demo.ts';
 import { registerRun } from './run.ts';
 import { registerStage } from './stage.ts';
 import { registerSchema } from './schema.ts';
-import { registerTokenize } from './tokenize.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -29,11 +29,11 @@ export function registerCommands(program: Command): void {
   registerMerge(program);
   registerExportOnnx(program);
   registerTrain(program);
+  registerTokenize(program);
   registerEval(program);
   registerReport(program);
   registerDemo(program);
   registerRun(program);
   registerStage(program);
   registerSchema(program);
-  registerTokenize(program);
 }
