@@ -1,9 +1,12 @@
 /**
  * The `moka` command line. Each subcommand lives in `bin/commands/<name>.ts` and exports `register`.
- * Errors caused by the user print one line and exit 1; usage errors exit 2 (commander's convention).
+ * Errors caused by the user print one line and exit 1; usage errors exit 2 (commander's convention). Filesystem
+ * errors (no space, no permission, a file in the way, …) are the user's to fix too: one line naming the path.
+ * Whatever a failed command left half-written is removed before the process exits (lib/output-cleanup.ts).
  */
 import { Command, CommanderError } from 'commander';
-import { isUserError } from '../lib/errors.ts';
+import { isUserError, userErrorFromFs } from '../lib/errors.ts';
+import { runCleanups } from '../lib/output-cleanup.ts';
 import { registerCommands } from './commands/index.ts';
 
 export function buildProgram(): Command {
@@ -25,12 +28,19 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv, { from: 'user' });
     return 0;
   } catch (err) {
+    runCleanups();
     if (err instanceof CommanderError) {
       // commander already printed the message (or the help text).
       return err.exitCode === 0 ? 0 : 2;
     }
     if (isUserError(err)) {
       process.stderr.write(`moka: error: ${err.message}\n`);
+      return 1;
+    }
+    const fsError = userErrorFromFs(err);
+    if (fsError) {
+      process.stderr.write(`moka: error: ${fsError.message}\n`);
+      if (process.env.MOKA_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
       return 1;
     }
     const message = err instanceof Error ? err.message : String(err);

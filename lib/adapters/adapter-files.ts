@@ -10,10 +10,11 @@
  *   moka       moka_A.{i} [m_a, n_a], moka_B.{i} [m_b, n_b], moka_gate [r] or moka_gate_proj.weight [r, in]
  *   mokas      mokas_B.{i} [m/a_i, n/a_i], mokas_gate [r] or mokas_gate_proj.weight [r, in]
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { openSafetensors, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
@@ -106,7 +107,7 @@ export async function saveAdapter(
   values: ReadonlyMap<string, Float32Array>,
   info: SavedAdapterInfo = {},
 ): Promise<void> {
-  mkdirSync(dir, { recursive: true });
+  await makeDirs(dir);
   const tensors: SafetensorsTensor[] = [];
   for (const entry of fileLayout(runtime)) {
     const v = values.get(entry.runtimeName);

@@ -10,9 +10,11 @@
  * removes any `config.json` before it starts: a directory without `config.json` is incomplete, and
  * `openCheckpoint` says so.
  */
-import { open, mkdir, readdir, rename, rm, stat, readFile } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
+import { removeOnInterrupt, tempPathFor } from '../output-cleanup.ts';
 import {
   PROJECTION_NAMES,
   parseLlamaConfig,
@@ -416,20 +418,29 @@ export async function openCheckpoint(dir: string, opts: OpenCheckpointOptions = 
   }
 }
 
-/** Writes `text` to `path` via a temporary file and a rename, flushed first, so `path` is never partial. */
+/**
+ * Writes `text` to `path` via a temporary file (`<path>.tmp-<pid>`) and a rename, flushed first, so `path` is
+ * never partial; the temporary file is removed on any error and on SIGINT/SIGTERM/SIGHUP (lib/output-cleanup.ts).
+ * Filesystem errors carry the path they concern.
+ */
 export async function writeFileAtomic(path: string, text: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
+  const tmp = tempPathFor(path);
+  const unregister = removeOnInterrupt(tmp);
   try {
-    await fh.writeFile(text);
-    await fh.sync();
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
   } catch (err) {
-    await fh.close();
     await rm(tmp, { force: true });
-    throw err;
+    throw withFsPath(err, tmp);
+  } finally {
+    unregister();
   }
-  await fh.close();
-  await rename(tmp, path);
 }
 
 function jsonText(value: unknown): string {
@@ -554,7 +565,7 @@ export async function writeCheckpoint(dir: string, opts: WriteCheckpointOptions)
   const plan = planShards(sizes, opts.shardSizeBytes, opts.numShards);
   const metadata = opts.metadata ?? { format: 'pt' };
 
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   await rm(join(dir, CONFIG_FILE), { force: true });
   const written: string[] = [];
   const weightMap: Record<string, string> = {};

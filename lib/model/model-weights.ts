@@ -14,7 +14,8 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Graph, Tensor, WeightData } from '../engine/index.ts';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
+import { removeOnInterrupt } from '../output-cleanup.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { decodeFloat32, numElements } from './dtype-convert.ts';
 
@@ -53,8 +54,9 @@ export class ModelWeights implements WeightSource {
 
   constructor(
     private readonly entries: ReadonlyMap<string, Entry>,
-    /** Temporary directory holding converted weights, removed by dispose(). */
+    /** Temporary directory holding converted weights, removed by dispose() (or on SIGINT/SIGTERM/SIGHUP). */
     private readonly spillDir: string | null = null,
+    private readonly unregisterSpill: () => void = () => {},
   ) {}
 
   /** Weights held in memory (tests, small generated models). */
@@ -102,6 +104,7 @@ export class ModelWeights implements WeightSource {
   /** Removes the temporary file of converted weights, if any. Sessions built on these weights must be released first. */
   dispose(): void {
     if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
+    this.unregisterSpill();
   }
 
   private entry(name: string): Entry {
@@ -121,7 +124,9 @@ export async function loadModelWeights(
   opts: ModelWeightsOptions = {},
 ): Promise<ModelWeights> {
   const include = opts.include ?? (() => true);
-  const names = ckpt.tensorNames().filter(include);
+  // A tied model's head is its embedding (transformers' tie_weights): an lm_head.weight in the files is never used.
+  const unused = (n: string) => ckpt.config.tieWordEmbeddings && n === 'lm_head.weight';
+  const names = ckpt.tensorNames().filter((n) => include(n) && !unused(n));
   const converted = names.filter((n) => ckpt.info(n).dtype !== 'F32');
   const convertedBytes = converted.reduce((s, n) => s + 4 * numElements(ckpt.info(n).shape), 0);
   const spill = convertedBytes > (opts.spillBytes ?? DEFAULT_SPILL_BYTES);
@@ -129,9 +134,11 @@ export async function loadModelWeights(
   let spillDir: string | null = null;
   let fd: number | null = null;
   let offset = 0;
+  let unregister = () => {};
   try {
     if (spill) {
       spillDir = mkdtempSync(join(opts.spillDir ?? tmpdir(), 'moka-weights-'));
+      unregister = removeOnInterrupt(spillDir);
       fd = openSync(join(spillDir, 'converted-float32.bin'), 'w');
     }
     for (const name of names) {
@@ -155,10 +162,11 @@ export async function loadModelWeights(
   } catch (err) {
     if (fd !== null) closeSync(fd);
     if (spillDir) rmSync(spillDir, { recursive: true, force: true });
-    throw err;
+    unregister();
+    throw spillDir ? withFsPath(err, spillDir) : err;
   }
   if (fd !== null) closeSync(fd);
-  return new ModelWeights(entries, spillDir);
+  return new ModelWeights(entries, spillDir, unregister);
 }
 
 /** Converts one tensor to float32 into `fd` at `offset`, a block of rows at a time. */

@@ -16,7 +16,8 @@
  * and is atomic: everything goes to `<path>.tmp-<pid>`, which is renamed over `path` only once complete.
  */
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
+import { removeOnInterrupt, tempPathFor } from '../output-cleanup.ts';
 import {
   DTYPE_BITS,
   assertLittleEndianHost,
@@ -404,6 +405,8 @@ export class SafetensorsWriter {
   private written = 0;
   private position: number;
   private done = false;
+  /** Removes the temporary file if the process is interrupted before finish/abort. */
+  private readonly unregister: () => void;
 
   private constructor(
     readonly path: string,
@@ -413,6 +416,7 @@ export class SafetensorsWriter {
     headerBytes: number,
   ) {
     this.position = headerBytes;
+    this.unregister = removeOnInterrupt(tmpPath);
   }
 
   static async create(
@@ -431,14 +435,16 @@ export class SafetensorsWriter {
         `${path}: the header would exceed ${MAX_HEADER_BYTES} bytes (too many tensors in one file)`,
       );
     }
-    const tmpPath = `${path}.tmp-${process.pid}`;
-    const fh = await open(tmpPath, 'w');
+    const tmpPath = tempPathFor(path);
+    const fh = await open(tmpPath, 'w').catch((err) => {
+      throw withFsPath(err, tmpPath);
+    });
     const writer = new SafetensorsWriter(path, tmpPath, fh, specs, bytes.byteLength);
     try {
       await writer.writeAt(bytes, 0);
     } catch (err) {
       await writer.abort();
-      throw err;
+      throw withFsPath(err, tmpPath);
     }
     return writer;
   }
@@ -481,7 +487,7 @@ export class SafetensorsWriter {
       }
     } catch (err) {
       await this.abort();
-      throw err;
+      throw withFsPath(err, this.tmpPath);
     }
   }
 
@@ -500,8 +506,11 @@ export class SafetensorsWriter {
       await rename(this.tmpPath, this.path);
     } catch (err) {
       this.done = true;
+      await this.fh.close().catch(() => undefined);
       await rm(this.tmpPath, { force: true });
-      throw err;
+      throw withFsPath(err, this.tmpPath);
+    } finally {
+      this.unregister();
     }
   }
 
@@ -511,6 +520,7 @@ export class SafetensorsWriter {
     this.done = true;
     await this.fh.close().catch(() => undefined);
     await rm(this.tmpPath, { force: true });
+    this.unregister();
   }
 
   private skipEmpty(): void {

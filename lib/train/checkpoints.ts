@@ -14,9 +14,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import type { TrainableSpec } from './step-program.ts';
@@ -136,7 +137,7 @@ export class CheckpointStore {
       names = await readdir(this.dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new UserError(`cannot read the checkpoint directory ${this.dir}: ${(err as Error).message}`);
+      throw err; // ENOTDIR, EACCES…: the CLI names the path and the problem (userErrorFromFs)
     }
     const out: CheckpointInfo[] = [];
     for (const name of names) {
@@ -174,7 +175,7 @@ export class CheckpointStore {
     // A directory of the same step can only be the leftover of an interrupted write (or of a run that was not
     // resumed from it): start it afresh.
     await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     const meta = { format: 'pt', step: String(step) };
     const written: string[] = [];
     const done = async (file: string) => {
