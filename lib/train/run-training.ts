@@ -68,7 +68,20 @@ async function modelIdentity(base: FrozenBase): Promise<Record<string, unknown>>
 }
 
 /** What a run reports when it ends (printed by `moka train`, and in train-summary.json with the data report). */
-export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
+export interface TrainingSummary {
+  stoppedBy: TrainResult['stoppedBy'];
+  step: number;
+  totalSteps: number;
+  resumedFrom: number | null;
+  lastEvalLoss: number | null;
+  bestEvalLoss: number | null;
+  trainableParameters: number;
+  adapterDir: string | null;
+  checkpointDir: string | null;
+  metrics: string;
+}
+
+export function trainingSummary(r: RunTrainingResult): TrainingSummary {
   return {
     stoppedBy: r.stoppedBy,
     step: r.step,
@@ -81,6 +94,29 @@ export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
     checkpointDir: r.checkpointDir,
     metrics: r.metricsPath,
   };
+}
+
+/** `trainingSummary` for a person (what `moka train` prints on a terminal): a few lines, numbers rounded. */
+export function formatTrainingSummary(s: TrainingSummary): string {
+  const how = { completed: 'completed', 'early-stopping': 'stopped early', signal: 'interrupted' }[
+    s.stoppedBy
+  ];
+  const resumed = s.resumedFrom === null ? '' : `, resumed from step ${s.resumedFrom}`;
+  const loss = (x: number | null) => (x === null ? '-' : x.toFixed(4));
+  const lines = [
+    `training ${how ?? s.stoppedBy} at step ${s.step} of ${s.totalSteps}${resumed} ` +
+      `(${s.trainableParameters.toLocaleString('en-US')} trainable parameters)`,
+  ];
+  if (s.lastEvalLoss !== null)
+    lines.push(`  eval loss ${loss(s.lastEvalLoss)} (best ${loss(s.bestEvalLoss)})`);
+  lines.push(
+    s.adapterDir
+      ? `  adapter:     ${s.adapterDir}`
+      : '  adapter:     not written (run the same command again to resume)',
+  );
+  if (s.checkpointDir) lines.push(`  checkpoint:  ${s.checkpointDir}`);
+  lines.push(`  metrics:     ${s.metrics}`);
+  return `${lines.join('\n')}\n`;
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<RunTrainingResult> {

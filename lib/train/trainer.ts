@@ -221,6 +221,12 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   };
   const lengths = trainSet.map((s) => s.ids.length);
   const totalSteps = plannedSteps(lengths, config, order);
+  if (config.warmupSteps > totalSteps) {
+    throw new UserError(
+      `warmupSteps ${config.warmupSteps} is more than the run's ${totalSteps} optimizer steps, so the learning rate ` +
+        'would never reach its peak; lower warmupSteps, or use warmupRatio (a fraction of the steps)',
+    );
+  }
   const schedule: ScheduleSpec = {
     name: config.schedule,
     warmupSteps: resolveWarmupSteps(config.warmupSteps, config.warmupRatio, totalSteps),
