@@ -146,11 +146,18 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function readJson(path: string, what: string): Promise<unknown> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (err) {
     throw new UserError(`${path}: cannot read ${what} (${(err as Error).message})`);
+  }
+  let text: string;
+  try {
+    // fatal: invalid bytes in a tokenizer's vocabulary would otherwise become U+FFFD tokens without a word.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UserError(`${path}: ${what} is not valid UTF-8; re-download or fix it`);
   }
   try {
     return JSON.parse(text);
