@@ -22,7 +22,15 @@ import {
   projectionWeightName,
   type LlamaConfig,
 } from './config.ts';
-import { encodeFloat32, isFloatDtype, type SafetensorsDtype } from './dtype-convert.ts';
+import {
+  decodeFloat32,
+  encodeFloat32,
+  DTYPE_BYTES,
+  firstNonFinite,
+  isFloatDtype,
+  type FloatDtype,
+  type SafetensorsDtype,
+} from './dtype-convert.ts';
 import { SafetensorsFile, SafetensorsWriter, tensorByteLength, type TensorSpec } from './safetensors.ts';
 import { Tokenizer } from './tokenizer.ts';
 
@@ -256,16 +264,69 @@ export class Checkpoint {
     return { file: file.path, ...file.byteRange(name) };
   }
 
-  readRaw(name: string): Promise<Uint8Array> {
-    return this.file(name).readRaw(name);
+  /**
+   * The stored bytes. Every read of a float tensor is checked for NaN/±Infinity (one pass over bytes already in
+   * memory): a non-finite base weight is a UserError naming the tensor and the position, wherever weights are read
+   * (generate, score, train, merge, dequantize, quantize), instead of NaN logits, NUL text or a "diverged" run.
+   */
+  async readRaw(name: string): Promise<Uint8Array> {
+    const bytes = await this.file(name).readRaw(name);
+    this.checkFinite(name, bytes, 0);
+    return bytes;
   }
 
-  readRows(name: string, start: number, end: number): Promise<Uint8Array> {
-    return this.file(name).readRows(name, start, end);
+  /** Rows `[start, end)` of the first dimension, as stored bytes (checked like `readRaw`). */
+  async readRows(name: string, start: number, end: number): Promise<Uint8Array> {
+    const bytes = await this.file(name).readRows(name, start, end);
+    this.checkFinite(name, bytes, start);
+    return bytes;
   }
 
-  readFloat32(name: string): Promise<Float32Array> {
-    return this.file(name).readFloat32(name);
+  /** The tensor as float32 (checked like `readRaw`). */
+  async readFloat32(name: string): Promise<Float32Array> {
+    const info = this.info(name);
+    const bytes = await this.readRaw(name);
+    if (!isFloatDtype(info.dtype)) return this.file(name).readFloat32(name); // its error names the dtype
+    // readRaw's buffer is fresh and ours: view F32 in place instead of copying a possibly huge tensor.
+    if (info.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    return decodeFloat32(info.dtype, bytes);
+  }
+
+  /**
+   * Checks a tensor for NaN/±Infinity without holding it: reads it in row blocks of about `blockBytes`. For
+   * tensors that are used in place (float32 weights handed to ONNX Runtime by file range) and so never read here.
+   */
+  async assertFinite(name: string, blockBytes = 16 * 2 ** 20): Promise<void> {
+    const info = this.info(name);
+    if (!isFloatDtype(info.dtype)) return;
+    const rows = info.shape.length === 0 ? 1 : info.shape[0]!;
+    if (info.shape.length === 0) {
+      await this.readRaw(name);
+      return;
+    }
+    const rowBytes = rows === 0 ? 1 : Math.max(1, info.byteLength / rows);
+    const step = Math.max(1, Math.floor(blockBytes / rowBytes));
+    for (let r = 0; r < rows; r += step) await this.readRows(name, r, Math.min(rows, r + step));
+  }
+
+  /** Throws when `bytes` (rows from `startRow` on) of tensor `name` hold a NaN or infinity. */
+  private checkFinite(name: string, bytes: Uint8Array, startRow: number): void {
+    const info = this.info(name);
+    const at = firstNonFinite(info.dtype, bytes);
+    if (at < 0) return;
+    const rowElements = info.shape.slice(1).reduce((a, b) => a * b, 1);
+    let flat = startRow * rowElements + at;
+    const index: number[] = [];
+    for (let d = info.shape.length - 1; d >= 0; d--) {
+      index.unshift(flat % info.shape[d]!);
+      flat = Math.floor(flat / info.shape[d]!);
+    }
+    const size = DTYPE_BYTES[info.dtype as FloatDtype];
+    const value = decodeFloat32(info.dtype, bytes.slice(at * size, (at + 1) * size))[0];
+    throw new UserError(
+      `${join(this.dir, info.file)}: tensor "${name}" holds a non-finite weight (${value} at [${index.join(', ')}]); ` +
+        'the checkpoint is corrupt (a failed conversion, training run or download?): re-create or re-download it',
+    );
   }
 
   /**

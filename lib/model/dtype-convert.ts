@@ -275,3 +275,33 @@ export function encodeFloat32(dtype: FloatDtype, values: Float32Array): Uint8Arr
       return new Uint8Array(Float64Array.from(values).buffer);
   }
 }
+
+/**
+ * Index of the first element of little-endian float tensor bytes that is NaN or ±Infinity, or -1 (also for
+ * non-float dtypes). Reads the exponent bits directly (all ones = not finite), so it costs one pass and no decoding.
+ */
+export function firstNonFinite(dtype: SafetensorsDtype, bytes: Uint8Array): number {
+  const view = <T>(size: number, make: (b: ArrayBufferLike, o: number, n: number) => T): T =>
+    alignedView(bytes.subarray(0, bytes.byteLength - (bytes.byteLength % size)), size, make);
+  switch (dtype) {
+    case 'F32': {
+      const u = view(4, (b, o, n) => new Uint32Array(b, o, n));
+      for (let i = 0; i < u.length; i++) if ((u[i]! & 0x7f800000) === 0x7f800000) return i;
+      return -1;
+    }
+    case 'F16':
+    case 'BF16': {
+      const mask = dtype === 'F16' ? 0x7c00 : 0x7f80;
+      const u = view(2, (b, o, n) => new Uint16Array(b, o, n));
+      for (let i = 0; i < u.length; i++) if ((u[i]! & mask) === mask) return i;
+      return -1;
+    }
+    case 'F64': {
+      const f = view(8, (b, o, n) => new Float64Array(b, o, n));
+      for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i]!)) return i;
+      return -1;
+    }
+    default:
+      return -1;
+  }
+}

@@ -2,9 +2,10 @@
  * The frozen float32 weights of a checkpoint, ready to become graph weights, prepared without ever holding the
  * whole model in memory:
  *
- * - F32 tensors are referenced where they lie in the safetensors file (`{file, offset, length}`); nothing is read
- *   here. The engine reads them into the model (small models) or hands ONNX Runtime the byte range as external
- *   data (large ones), which maps the file.
+ * - F32 tensors are referenced where they lie in the safetensors file (`{file, offset, length}`); they are only
+ *   scanned here, in blocks, for NaN/±Infinity (every weight is checked once at load, like every read through
+ *   Checkpoint.readRaw). The engine reads them into the model (small models) or hands ONNX Runtime the byte range
+ *   as external data (large ones), which maps the file.
  * - F16, BF16 and F64 tensors are converted to float32. While the converted total stays under `spillBytes`
  *   (default 256 MiB) they are kept in memory (a float32 copy: 2x the f16/bf16 bytes). Above it they are converted
  *   in row blocks into one temporary float32 file and referenced there like F32 tensors, so memory stays at one
@@ -145,6 +146,8 @@ export async function loadModelWeights(
       const info = ckpt.info(name);
       const shape = [...info.shape];
       if (info.dtype === 'F32') {
+        // Used in place, never read here: scan it once (streaming) so a NaN/Inf weight fails now, named.
+        await ckpt.assertFinite(name);
         entries.set(name, { shape, data: ckpt.location(name) });
       } else if (fd === null) {
         entries.set(name, { shape, data: await ckpt.readFloat32(name) });
