@@ -41,6 +41,8 @@ export interface ExportOnnxOptions {
   maxPositions?: number;
   /** Replace an existing model at `out` (and its weights file). */
   force?: boolean;
+  /** Where the warning about an adapter trained on another base goes (default: stderr). */
+  warn?: (message: string) => void;
 }
 
 /** Refuses to overwrite an existing --out (or the weights file beside it) unless `force`. */
@@ -75,7 +77,7 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
       mergedDir = mkdtempSync(join(tmpdir(), 'moka-export-'));
       unregisterMerged = removeOnInterrupt(mergedDir);
       const mergedOut = join(mergedDir, 'merged');
-      await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedOut });
+      await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedOut, warn: opts.warn });
       modelDir = mergedOut;
     }
     base = await openFrozenBase(modelDir);
@@ -95,7 +97,7 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
     };
     let hooks: ProjectionHooks = { base: base.base };
     if (opts.adapter && !opts.merged) {
-      const { runtime, values } = await loadAdapterFor(base, opts.adapter);
+      const { runtime, values } = await loadAdapterFor(base, opts.adapter, opts.warn);
       const constants = new Map<string, Tensor>();
       const weightOf = (tensorName: string) => {
         let t = constants.get(tensorName);

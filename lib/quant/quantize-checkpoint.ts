@@ -226,6 +226,9 @@ async function describeExistingOutput(
   if (entries.includes(SUMMARY_FILE)) {
     try {
       const s = JSON.parse(await readFile(join(dir, SUMMARY_FILE), 'utf8')) as Partial<QuantizeSummary>;
+      if (s.kind === 'moka.quantize-summary' && s.version !== 1) {
+        return `a quantization summary of format version ${JSON.stringify(s.version)}, which this moka does not know`;
+      }
       if (s.kind === 'moka.quantize-summary' && s.source?.fingerprint === fingerprint) return null;
       if (s.kind === 'moka.quantize-summary')
         return `a quantization of a different model (from ${s.source?.dir})`;

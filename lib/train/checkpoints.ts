@@ -161,11 +161,20 @@ export class CheckpointStore {
   /** The trainer state of a complete checkpoint (cheap: no tensors are read). */
   async readState(info: CheckpointInfo): Promise<TrainerState> {
     const path = join(info.dir, STATE_FILE);
+    let state: TrainerState;
     try {
-      return JSON.parse(await readFile(path, 'utf8')) as TrainerState;
+      state = JSON.parse(await readFile(path, 'utf8')) as TrainerState;
     } catch (err) {
       throw new UserError(`${path}: cannot read the trainer state (${(err as Error).message})`);
     }
+    // Checked before anything else reads the state: another version's fields may mean something else.
+    if (state?.formatVersion !== CHECKPOINT_FORMAT_VERSION) {
+      throw new UserError(
+        `${info.dir}: checkpoint format ${JSON.stringify(state?.formatVersion)}, this moka reads ` +
+          `${CHECKPOINT_FORMAT_VERSION}; resume it with the moka version that wrote it, or start a new run directory`,
+      );
+    }
+    return state;
   }
 
   /** Writes step-N (see the module comment) and then prunes to the newest `keep` complete checkpoints. */
@@ -246,11 +255,6 @@ export class CheckpointStore {
       }
     }
     const state = await this.readState(info);
-    if (state.formatVersion !== CHECKPOINT_FORMAT_VERSION) {
-      throw new UserError(
-        `${info.dir}: checkpoint format ${state.formatVersion}, this version reads ${CHECKPOINT_FORMAT_VERSION}`,
-      );
-    }
     const readAll = async (file: string, prefixes: string[]) => {
       const st = await SafetensorsFile.open(join(info.dir, file));
       try {

@@ -17,6 +17,7 @@ import { baseRowNorms } from '../adapters/adapted-model.ts';
 import { createAdapterRuntime } from '../adapters/adapter-runtime.ts';
 import { saveAdapter } from '../adapters/adapter-files.ts';
 import { resolveTargets } from '../adapters/targets.ts';
+import { baseModelFingerprint } from '../model/base-identity.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
@@ -57,14 +58,16 @@ export interface RunTrainingResult extends TrainResult {
 }
 
 /**
- * What identifies the base model in the run fingerprint: its config.json (quantization_config included) and the
- * sizes of its weight files; hashing gigabytes of weights at every start would cost more than it protects.
+ * What identifies the base model in the run fingerprint: its config.json (quantization_config included), the
+ * sizes of its weight files, and its content fingerprint (lib/model/base-identity.ts: a sample of its weights, so
+ * a base with the same shapes but other weights is refused at resume); hashing gigabytes of weights at every
+ * start would cost more than it protects.
  */
-async function modelIdentity(base: FrozenBase): Promise<Record<string, unknown>> {
+async function modelIdentity(base: FrozenBase, fingerprint: string): Promise<Record<string, unknown>> {
   const ckpt = base.checkpoint;
   const files: Record<string, number> = {};
   for (const f of ckpt.weightFiles()) files[f] = (await stat(join(ckpt.dir, f))).size;
-  return { format: base.format, config: ckpt.config.raw, weightFiles: files };
+  return { format: base.format, config: ckpt.config.raw, weightFiles: files, fingerprint };
 }
 
 /** What a run reports when it ends (printed by `moka train`, and in train-summary.json with the data report). */
@@ -134,6 +137,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
           `${config.maxPositionEmbeddings}; lower maxLength`,
       );
     }
+    const baseFingerprint = await baseModelFingerprint(base.checkpoint);
     const tokenizer = base.checkpoint.tokenizer();
     // Padding is masked out of attention and loss, so any id the embedding has will do: the tokenizer's pad
     // token unless it was added past the model's rows (a common `<pad>` at id vocab_size), else EOS.
@@ -181,7 +185,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       outputDir: opts.outputDir,
       padId,
       resume: opts.resume ?? 'auto',
-      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(base) },
+      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(base, baseFingerprint) },
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(opts.logStream ? { logStream: opts.logStream } : {}),
       warn,
@@ -197,7 +201,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
     let adapterDir: string | null = null;
     if (result.stoppedBy !== 'signal') {
       adapterDir = join(opts.outputDir, 'adapter');
-      await saveAdapter(adapterDir, runtime, result.params, { baseModel: opts.modelDir });
+      await saveAdapter(adapterDir, runtime, result.params, { baseModel: opts.modelDir, baseFingerprint });
     }
     const final: RunTrainingResult = {
       ...result,

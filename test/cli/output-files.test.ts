@@ -242,7 +242,11 @@ describe('failed commands leave nothing behind; a later run removes what a SIGKI
       join(run, 'adapter', `adapter_model.safetensors.tmp-${pid}`),
     ];
     for (const f of stale) writeFileSync(f, 'partial');
-    await fixtureRun({ outputDir: run, config: { maxSteps: 1, evalEvery: 0 }, handleSignals: false });
+    await fixtureRun({
+      outputDir: run,
+      config: { maxSteps: 1, warmupSteps: 0, evalEvery: 0 },
+      handleSignals: false,
+    });
     for (const f of stale) expect(existsSync(f), f).toBe(false);
   });
 
