@@ -12,8 +12,17 @@ import { registerCommands } from './commands/index.ts';
 export function buildProgram(): Command {
   const program = new Command('moka')
     .description(
-      'Fine-tune 4-bit quantized LLaMA-family models with Mixture of Kronecker Adapters (MoKA), ' +
-        'evaluate them and report, locally or on AWS.',
+      'Fine-tune 4-bit quantized LLaMA-family models with Mixture of Kronecker Adapters (MoKA, MoKAs) and ' +
+        'LoRA, DoRA, KronA baselines, on ONNX Runtime: quantize a Hugging Face checkpoint, train an adapter, ' +
+        'then generate, score, merge or export it.',
+    )
+    .addHelpText(
+      'after',
+      '\nTry it on a tiny random model (it generates gibberish; give --model a real Hugging Face LLaMA-family\n' +
+        'directory for real text):\n' +
+        '  moka init-tiny --out scratch/tiny\n' +
+        '  moka train --model scratch/tiny --data examples/data/tiny-instructions.jsonl --out scratch/run\n' +
+        'Each command has --help.',
     )
     .version('0.1.0')
     .showSuggestionAfterError(true)
