@@ -53,9 +53,18 @@ export function registerCleanup(cleanup: () => void): () => void {
   };
 }
 
+/**
+ * Removes `path` (a file or a directory tree) synchronously, from a signal handler. Retries, because a file
+ * operation already running on libuv's thread pool when the signal came can add an entry while the tree is being
+ * removed (ENOTEMPTY); no new one can start while the handler runs.
+ */
+export function removeNow(path: string): void {
+  rmSync(path, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
+}
+
 /** Registers the removal of `path` (a file or a directory tree); returns the unregister function. */
 export function removeOnInterrupt(path: string): () => void {
-  return registerCleanup(() => rmSync(path, { recursive: true, force: true }));
+  return registerCleanup(() => removeNow(path));
 }
 
 /** Runs (and forgets) every registered cleanup; each failure is ignored so that the others still run. */

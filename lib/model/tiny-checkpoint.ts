@@ -5,10 +5,10 @@
  * values depend only on (seed, tensor name, shape), so e.g. a bf16 and a f32 checkpoint of the same seed hold
  * the same weights up to rounding, and adding layers does not change the existing ones.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { UserError } from '../errors.ts';
-import { registerCleanup, removeStaleTempFiles } from '../output-cleanup.ts';
+import { registerCleanup, removeNow, removeStaleTempFiles } from '../output-cleanup.ts';
 import { expectedTensorShapes, writeCheckpoint, type CheckpointTensorInput } from './checkpoint.ts';
 import { parseLlamaConfig, type LlamaConfig } from './config.ts';
 import { numElements, parseFloatDtype, torchDtypeName } from './dtype-convert.ts';
@@ -189,7 +189,7 @@ export async function writeTinyCheckpoint(opts: TinyCheckpointOptions): Promise<
   const removeOwnOutput = entries.length === 0;
   const removeSync = () => {
     if (!removeOwnOutput) return;
-    rmSync(opts.dir, { recursive: true, force: true });
+    removeNow(opts.dir);
     if (existed) mkdirSync(opts.dir);
   };
   const unregister = registerCleanup(removeSync);

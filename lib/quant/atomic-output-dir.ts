@@ -8,12 +8,12 @@
  * An existing non-empty `<out>` is replaced only when the caller's `replaceable` check accepts its contents
  * (e.g. an earlier quantization of the same model) or with `force`; otherwise it is refused with a UserError.
  */
-import { existsSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, renameSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
-import { registerCleanup, removeStaleTempFiles } from '../output-cleanup.ts';
+import { registerCleanup, removeNow, removeStaleTempFiles } from '../output-cleanup.ts';
 
 export interface AtomicOutputDir {
   /** The final directory. */
@@ -66,7 +66,7 @@ export async function beginAtomicOutputDir(
   const old = `${dir}.old-${process.pid}`;
   await rm(tmpDir, { recursive: true, force: true });
   const unregister = registerCleanup(() => {
-    rmSync(tmpDir, { recursive: true, force: true });
+    removeNow(tmpDir);
     // Interrupted between the two renames of a commit: the previous directory goes back to its name.
     if (existsSync(old) && !existsSync(dir)) renameSync(old, dir);
   });

@@ -25,11 +25,13 @@ await s.release();
 const OPTIMIZED = join(tmpdir(), `moka-ort-log-${process.pid}.onnx`);
 
 function run(env: Record<string, string>) {
-  return spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', SCRIPT, OPTIMIZED], {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', SCRIPT, OPTIMIZED], {
     cwd: fileURLToPath(new URL('../..', import.meta.url)),
     encoding: 'utf8',
     env: { ...process.env, MOKA_DEBUG: '', ...env },
   });
+  rmSync(OPTIMIZED, { force: true });
+  return r;
 }
 
 describe("ONNX Runtime's own log", () => {
