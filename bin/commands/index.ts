@@ -10,6 +10,7 @@ import { registerScore } from './score.ts';
 import { registerMerge } from './merge.ts';
 import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
+import { registerTokenize } from './tokenize.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -22,4 +23,5 @@ export function registerCommands(program: Command): void {
   registerMerge(program);
   registerExportOnnx(program);
   registerTrain(program);
+  registerTokenize(program);
 }
