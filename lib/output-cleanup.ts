@@ -10,8 +10,9 @@
  * - SIGKILL cannot be caught: a later run removes the leftovers of processes that no longer exist
  *   (`removeStaleTempFiles`), recognised by the `.tmp-<pid>` / `.old-<pid>` suffix moka's writers use.
  */
-import { rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const CLEANUP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
@@ -135,4 +136,25 @@ export async function removeStaleTempFiles(dir: string, opts: StaleTempOptions =
     }
   }
   return removed;
+}
+
+/**
+ * A new directory in the OS temp directory, `<prefix><pid>-XXXXXX`, for scratch data that is not part of an output
+ * (converted weights, an intermediate merge). Removed on SIGINT/SIGTERM/SIGHUP until `done` is called; the
+ * leftovers of killed processes (SIGKILL) with the same prefix are removed first.
+ */
+export function makeScratchDir(prefix: string): { dir: string; done: () => void } {
+  const parent = tmpdir();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(parent);
+  } catch {
+    // an unreadable temp directory has nothing of ours to clean
+  }
+  for (const e of entries) {
+    const m = e.startsWith(prefix) ? /^(\d+)-/.exec(e.slice(prefix.length)) : null;
+    if (m && Number(m[1]) !== process.pid && !processAlive(Number(m[1]))) removeNow(join(parent, e));
+  }
+  const dir = mkdtempSync(join(parent, `${prefix}${process.pid}-`));
+  return { dir, done: removeOnInterrupt(dir) };
 }

@@ -11,15 +11,14 @@
  * stays 4-bit (MatMulNBits / decode ops from com.microsoft and opset 21). Merged, the adapter is added to
  * the (dequantized) weights first, through a streamed `moka merge` into a temporary directory.
  */
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Graph, gather, type Tensor } from '../engine/index.ts';
 import { emitOnnx } from '../engine/emit.ts';
 import { writeOnnxModel } from '../engine/onnx-file.ts';
 import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
-import { removeOnInterrupt, removeStaleTempFiles } from '../output-cleanup.ts';
+import { makeScratchDir, removeStaleTempFiles } from '../output-cleanup.ts';
 import { buildLlamaGraph } from '../model/llama-graph.ts';
 import type { ProjectionHooks } from '../model/projection.ts';
 import { positionRange, ropeCosSin, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
@@ -74,8 +73,7 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
   try {
     let modelDir = opts.model;
     if (opts.merged) {
-      mergedDir = mkdtempSync(join(tmpdir(), 'moka-export-'));
-      unregisterMerged = removeOnInterrupt(mergedDir);
+      ({ dir: mergedDir, done: unregisterMerged } = makeScratchDir('moka-export-'));
       const mergedOut = join(mergedDir, 'merged');
       await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedOut, warn: opts.warn });
       modelDir = mergedOut;

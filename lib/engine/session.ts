@@ -14,16 +14,14 @@ import {
   copyFileSync,
   existsSync,
   linkSync,
-  mkdtempSync,
   openSync,
   rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
-import { removeOnInterrupt } from '../output-cleanup.ts';
+import { makeScratchDir } from '../output-cleanup.ts';
 import type { HostArray } from './dtype.ts';
 import { ortTypeOf } from './dtype.ts';
 import { emitOnnx, type EmittedModel } from './emit.ts';
@@ -204,7 +202,8 @@ export class Session {
   private writeExternal(emitted: EmittedModel): string {
     const external = emitted.external!;
     if (!this.weightsDir) {
-      const dir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
+      const scratch = makeScratchDir('moka-onnx-');
+      const dir = scratch.dir;
       try {
         for (const link of external.links) placeBeside(resolve(link.target), join(dir, link.location));
         const fd = openSync(join(dir, external.location), 'w');
@@ -218,7 +217,7 @@ export class Session {
         throw err;
       }
       this.weightsDir = dir;
-      this.unregisterWeightsDir = removeOnInterrupt(dir);
+      this.unregisterWeightsDir = scratch.done;
     }
     const path = join(this.weightsDir, `model-${this.modelFiles++}.onnx`);
     writeFileSync(path, emitted.model);

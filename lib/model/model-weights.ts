@@ -12,11 +12,10 @@
  *   block while disk use is 2x the f16/bf16 bytes. `dispose()` deletes that file.
  */
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Graph, Tensor, WeightData } from '../engine/index.ts';
 import { UserError, withFsPath } from '../errors.ts';
-import { removeOnInterrupt } from '../output-cleanup.ts';
+import { makeScratchDir, removeOnInterrupt } from '../output-cleanup.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { decodeFloat32, numElements } from './dtype-convert.ts';
 
@@ -138,8 +137,12 @@ export async function loadModelWeights(
   let unregister = () => {};
   try {
     if (spill) {
-      spillDir = mkdtempSync(join(opts.spillDir ?? tmpdir(), 'moka-weights-'));
-      unregister = removeOnInterrupt(spillDir);
+      if (opts.spillDir) {
+        spillDir = mkdtempSync(join(opts.spillDir, 'moka-weights-'));
+        unregister = removeOnInterrupt(spillDir);
+      } else {
+        ({ dir: spillDir, done: unregister } = makeScratchDir('moka-weights-'));
+      }
       fd = openSync(join(spillDir, 'converted-float32.bin'), 'w');
     }
     for (const name of names) {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportOnnx } from '../../lib/adapters/export-onnx.ts';
 import { isUserError, userErrorFromFs, withFsPath } from '../../lib/errors.ts';
+import { makeScratchDir } from '../../lib/output-cleanup.ts';
 import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
 import { quantizeCheckpoint } from '../../lib/quant/quantize-checkpoint.ts';
 import { runMoka, startMoka } from '../helpers/run-moka.ts';
@@ -248,6 +249,22 @@ describe('failed commands leave nothing behind; a later run removes what a SIGKI
       handleSignals: false,
     });
     for (const f of stale) expect(existsSync(f), f).toBe(false);
+  });
+
+  it('scratch directories in the OS temp directory (converted weights, merges for export) are swept the same way', () => {
+    const pid = deadPid();
+    const stale = join(tmpdir(), `moka-weights-${pid}-abcdef`);
+    const live = join(tmpdir(), `moka-weights-${process.ppid}-ghijkl`);
+    for (const d of [stale, live]) mkdirSync(join(d, 'sub'), { recursive: true });
+    const scratch = makeScratchDir('moka-weights-');
+    try {
+      expect(existsSync(stale)).toBe(false);
+      expect(existsSync(live)).toBe(true);
+      expect(scratch.dir).toMatch(new RegExp(`moka-weights-${process.pid}-\\w+$`));
+    } finally {
+      scratch.done();
+      for (const d of [scratch.dir, live]) rmSync(d, { recursive: true, force: true });
+    }
   });
 
   it('train --resume with nothing to resume creates no run directory', () => {
