@@ -22,7 +22,7 @@ const FS_PROBLEMS: Record<string, string> = {
   EACCES: 'permission denied; choose a location you can write to (or fix its permissions)',
   EPERM: 'operation not permitted; choose another location (or fix its permissions)',
   EROFS: 'the file system is read-only; choose a writable location',
-  ENOTDIR: 'a part of the path is a file, not a directory; choose another path',
+  ENOTDIR: 'a file is where a directory is expected (the path or one above it); choose another path',
   EISDIR: 'it is a directory, where a file is expected; choose another path',
   EEXIST: 'it already exists; choose another path or remove it',
   ENOTEMPTY: 'the directory is not empty; choose another path or empty it',
