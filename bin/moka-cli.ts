@@ -14,7 +14,7 @@ export function buildProgram(): Command {
     .description(
       'Fine-tune 4-bit quantized LLaMA-family models with Mixture of Kronecker Adapters (MoKA, MoKAs) and ' +
         'LoRA, DoRA, KronA baselines, on ONNX Runtime: quantize a Hugging Face checkpoint, train an adapter, ' +
-        'then generate, score, merge or export it.',
+        'evaluate it on lm-evaluation-harness tasks and report, generate, score, merge or export it.',
     )
     .addHelpText(
       'after',

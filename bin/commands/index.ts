@@ -11,6 +11,8 @@ import { registerMerge } from './merge.ts';
 import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
 import { registerTokenize } from './tokenize.ts';
+import { registerEval } from './eval.ts';
+import { registerReport } from './report.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -24,4 +26,6 @@ export function registerCommands(program: Command): void {
   registerExportOnnx(program);
   registerTrain(program);
   registerTokenize(program);
+  registerEval(program);
+  registerReport(program);
 }

@@ -10,7 +10,7 @@ describe('moka CLI', () => {
     expect(r.stdout).toContain('doctor');
     // It describes what exists: every command its description and example name is a command.
     const commands = [...r.stdout.matchAll(/^ {2}([a-z][a-z-]+) \[/gm)].map((m) => m[1]);
-    for (const verb of ['quantize', 'train', 'generate', 'score', 'merge', 'init-tiny']) {
+    for (const verb of ['quantize', 'train', 'generate', 'score', 'merge', 'init-tiny', 'eval', 'report']) {
       expect(r.stdout).toContain(verb);
       expect(commands).toContain(verb);
     }
