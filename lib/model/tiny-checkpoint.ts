@@ -200,7 +200,11 @@ export async function writeTinyCheckpoint(opts: TinyCheckpointOptions): Promise<
       numParameters,
     });
   } catch (err) {
-    removeSync();
+    try {
+      removeSync();
+    } catch {
+      // the write's own error says more than a failed cleanup would
+    }
     throw err;
   } finally {
     unregister();

@@ -357,7 +357,7 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
       () => {
         return { tasks: [join(root, 'facts.json')], adapterDir: join(root, 'adapter-other') };
       },
-      /was trained on a model with hidden_size 32 .*Use the adapter with its own base model/,
+      /was trained on a base model of another shape \(hidden_size 32, this model \d+.*\)\. Use the adapter with the base model it was trained on/,
     ],
   ];
 
