@@ -341,6 +341,18 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
       /task file .*notjson\.json is not valid JSON/,
     ],
     [
+      'a task file that is not UTF-8',
+      () => {
+        const f = join(root, 'latin1.json');
+        writeFileSync(
+          f,
+          Buffer.from('[{"context": "caf\xe9", "choices": ["a", "b"], "answer": 0}]', 'latin1'),
+        );
+        return { tasks: [f] };
+      },
+      /task file .*latin1\.json is not UTF-8 text; save it as UTF-8/,
+    ],
+    [
       'a choice with no tokens to score (checked before any task runs)',
       () => {
         const f = join(root, 'emptychoice.json');
