@@ -101,7 +101,12 @@ export function resolveTrainingInputs(inputs: TrainingInputs): {
     }
     applied[o.field] = o.value;
     const r = checkTrainConfig(applied);
-    if ('problems' in r) throw new UserError(`${o.flag}: ${r.problems.join('; ')}`);
+    if ('problems' in r) {
+      // "maxSteps: maxSteps must be a number" reads as "maxSteps must be a number" after the flag.
+      const own = `${o.field}: ${o.field} `;
+      const problems = r.problems.map((p) => (p.startsWith(own) ? p.slice(o.field.length + 2) : p));
+      throw new UserError(`${o.flag}: ${problems.join('; ')}`);
+    }
     training = r.config;
   }
 

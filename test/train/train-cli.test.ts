@@ -151,9 +151,7 @@ describe('moka train', () => {
     ]);
     expect(s.code).toBe(1);
     // The flag that caused it is named, not a config file.
-    expect(s.stderr).toBe(
-      'moka: error: --set learningRate=-1: learningRate: learningRate must be positive\n',
-    );
+    expect(s.stderr).toBe('moka: error: --set learningRate=-1: learningRate must be positive\n');
     const missing = moka(['train', '--model', model, '--out', join(root, 'x')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/moka: error: give the training data with --data/);

@@ -45,12 +45,12 @@ describe('config files: unknown keys at every level', () => {
 
 describe('flag overrides name the flag, not the config file', () => {
   it.each([
-    [flags('learningRate=-1'), /^--set learningRate=-1: learningRate: learningRate must be positive$/],
+    [flags('learningRate=-1'), /^--set learningRate=-1: learningRate must be positive$/],
     [flags('foo=1'), /^--set foo=1: unknown training field "foo"; known fields: seed, epochs, maxSteps/],
-    [flags('maxSteps=abc'), /^--set maxSteps=abc: maxSteps: maxSteps must be a number$/],
+    [flags('maxSteps=abc'), /^--set maxSteps=abc: maxSteps must be a number$/],
     [
       [{ flag: '--learning-rate -1', field: 'learningRate', value: -1 }],
-      /^--learning-rate -1: learningRate: learningRate must be positive$/,
+      /^--learning-rate -1: learningRate must be positive$/,
     ],
     // A cross-field conflict is blamed on the override that introduced it, even with a valid file.
     [flags('warmupRatio=0.1'), /^--set warmupRatio=0\.1: warmupSteps: give warmupSteps \(5\) or warmupRatio/],
