@@ -8,7 +8,7 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
-import { NagSuppressions } from 'cdk-nag';
+import { acknowledge } from './nag.ts';
 import { Construct } from 'constructs';
 import { RUNS_PREFIX } from './stack-options.ts';
 
@@ -69,14 +69,12 @@ export class ArtifactBucket extends Construct {
         { id: 'expire-noncurrent-versions', noncurrentVersionExpiration: Duration.days(days) },
       ],
     });
-    NagSuppressions.addResourceSuppressions(bucket, [
-      {
-        id: 'AwsSolutions-S1',
-        reason:
-          'Server access logs would need a second bucket per deployment; CloudTrail data events can be enabled ' +
-          'account-wide instead (docs/deploy.md).',
-      },
-    ]);
+    acknowledge(
+      bucket,
+      'Server access logs would need a second bucket per deployment; CloudTrail data events can be enabled ' +
+        'account-wide instead (docs/deploy.md).',
+      'AwsSolutions-S1',
+    );
     this.bucket = bucket;
     this.encryptionKey = key;
     this.created = true;

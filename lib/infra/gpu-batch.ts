@@ -9,7 +9,7 @@ import { Duration, Size } from 'aws-cdk-lib';
 import * as batch from 'aws-cdk-lib/aws-batch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import { NagSuppressions } from 'cdk-nag';
+import { acknowledge } from './nag.ts';
 import { Construct } from 'constructs';
 import { gpuInstanceType } from './gpu-instance-types.ts';
 
@@ -125,21 +125,11 @@ export class GpuBatch extends Construct {
       })),
     });
 
-    for (const env of [this.spotEnvironment, this.onDemandEnvironment]) {
-      if (!env) continue;
-      NagSuppressions.addResourceSuppressions(
-        env,
-        [
-          {
-            id: 'AwsSolutions-IAM4',
-            reason:
-              'The ECS container instance role needs AmazonEC2ContainerServiceforEC2Role (register with ECS, pull ' +
-              'images, write logs); AWS maintains it as the policy for Batch ECS instances.',
-            appliesTo: ['Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role'],
-          },
-        ],
-        true,
-      );
-    }
+    acknowledge(
+      this,
+      'The ECS container instance role needs AmazonEC2ContainerServiceforEC2Role (register with ECS, pull images, ' +
+        'write logs); AWS maintains it as the policy for Batch ECS instances.',
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role]',
+    );
   }
 }

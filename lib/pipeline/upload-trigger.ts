@@ -10,7 +10,7 @@
  *   holds the data. The run config comes from the template `<triggersPrefix><name>.json` (default `triggers/`):
  *   `{"config": {…a run config…}, "initFromPrevious": true}`. Its `data.train` / `data.validation` may be relative
  *   paths, resolved against the folder of `_READY` (absent `data.train`: that whole folder); with
- *   `initFromPrevious`, each variant starts from the adapter of the newest succeeded retraining run of `<name>`.
+ *   `initFromPrevious`, each variant starts from its adapter in the newest succeeded retraining run of `<name>`.
  * - Anything else — above all the keys the pipeline writes under `runs/` — is ignored, so the pipeline can never
  *   trigger itself even if the rule is widened by mistake.
  *
@@ -24,14 +24,14 @@
  * the failed-execution alarm notifies them.
  */
 import { createHash } from 'node:crypto';
-import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import {
-  DescribeExecutionCommand,
   ListExecutionsCommand,
   StartExecutionCommand,
   type SFNClient,
 } from '@aws-sdk/client-sfn';
 import type { JsonLogger } from './json-log.ts';
+import { COMPLETE_MARKER } from './store/artifact-store.ts';
 
 /** The object that commits a data set folder. */
 export const READY_OBJECT = '_READY';
@@ -251,36 +251,62 @@ async function readObject(s3: UploadTriggerDeps['s3'], object: S3ObjectRef): Pro
 }
 
 /**
- * The adapters (variant name → URI) of the newest succeeded retraining run of `dataset`, or null when there is
- * none. Step Functions lists executions newest first; a retraining run's name is `retrain-<dataset>-<16 hex>`.
- * The URIs come from the execution's output (finalize's `adapterUris`).
+ * The adapters (variant name → URI) of the newest succeeded retraining run of `dataset` that has an adapter for
+ * any of `variants`, or null when there is none. Step Functions lists executions newest first; a retraining run's
+ * name is `retrain-<dataset>-<16 hex>` and is also its runId, so its adapters are at
+ * `runs/<runId>/variants/<name>/adapter/` in the artifact bucket, complete when their `_COMPLETE` marker exists
+ * (run layout, lib/pipeline/run-layout.ts).
  */
 export async function previousAdapters(
-  sfn: UploadTriggerDeps['sfn'],
-  stateMachineArn: string,
-  dataset: string,
+  deps: Pick<UploadTriggerDeps, 's3' | 'sfn'>,
+  args: { stateMachineArn: string; bucket: string; dataset: string; variants: readonly string[] },
 ): Promise<{ runId: string; adapters: Record<string, string> } | null> {
-  const name = new RegExp(`^${RETRAIN_PREFIX}${dataset}-[0-9a-f]{16}$`);
+  const name = new RegExp(`^${RETRAIN_PREFIX}${args.dataset}-[0-9a-f]{16}$`);
   let nextToken: string | undefined;
   do {
-    const page = await sfn.send(
-      new ListExecutionsCommand({ stateMachineArn, statusFilter: 'SUCCEEDED', maxResults: 100, nextToken }),
+    const page = await deps.sfn.send(
+      new ListExecutionsCommand({
+        stateMachineArn: args.stateMachineArn,
+        statusFilter: 'SUCCEEDED',
+        maxResults: 100,
+        nextToken,
+      }),
     );
     for (const e of page.executions ?? []) {
-      if (!e.name || !name.test(e.name) || !e.executionArn) continue;
-      const d = await sfn.send(new DescribeExecutionCommand({ executionArn: e.executionArn }));
-      const out = d.output ? (JSON.parse(d.output) as { adapterUris?: unknown }) : {};
-      const uris = out.adapterUris;
-      if (uris && typeof uris === 'object' && !Array.isArray(uris)) {
-        const adapters = Object.fromEntries(
-          Object.entries(uris as Record<string, unknown>).filter((kv): kv is [string, string] => typeof kv[1] === 'string'),
-        );
-        return { runId: e.name, adapters };
+      if (!e.name || !name.test(e.name)) continue;
+      const adapters: Record<string, string> = {};
+      for (const variant of args.variants) {
+        const adapter = `runs/${e.name}/variants/${variant}/adapter`;
+        if (await objectExists(deps.s3, args.bucket, `${adapter}/${COMPLETE_MARKER}`)) {
+          adapters[variant] = `s3://${args.bucket}/${adapter}`;
+        }
       }
+      if (Object.keys(adapters).length > 0) return { runId: e.name, adapters };
     }
     nextToken = page.nextToken;
   } while (nextToken);
   return null;
+}
+
+async function objectExists(s3: UploadTriggerDeps['s3'], bucket: string, key: string): Promise<boolean> {
+  try {
+    await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return true;
+  } catch (err) {
+    const name = (err as Error).name;
+    if (name === 'NotFound' || name === 'NoSuchKey') return false;
+    throw err;
+  }
+}
+
+/** The variant names a template's config will produce (a single adapter config is named after its type). */
+export function templateVariantNames(config: Record<string, unknown>): string[] {
+  const adapters = config.adapters;
+  if (Array.isArray(adapters)) {
+    return adapters.flatMap((v) => (v && typeof v === 'object' && typeof v.name === 'string' ? [v.name as string] : []));
+  }
+  const type = adapters && typeof adapters === 'object' ? (adapters as Record<string, unknown>).type : undefined;
+  return typeof type === 'string' ? [type] : [];
 }
 
 async function startExecution(
@@ -353,7 +379,12 @@ export async function handleUpload(event: ObjectCreatedEvent, deps: UploadTrigge
   }
   let previous: Awaited<ReturnType<typeof previousAdapters>> = null;
   if (template.initFromPrevious) {
-    previous = await previousAdapters(deps.sfn, deps.settings.stateMachineArn, action.dataset);
+    previous = await previousAdapters(deps, {
+      stateMachineArn: deps.settings.stateMachineArn,
+      bucket: action.object.bucket,
+      dataset: action.dataset,
+      variants: templateVariantNames(template.config),
+    });
     deps.log('info', previous ? 'retraining from the previous adapters' : 'no previous succeeded run: training from scratch', {
       dataset: action.dataset,
       previousRunId: previous?.runId,

@@ -1,6 +1,5 @@
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import {
-  DescribeExecutionCommand,
   ExecutionAlreadyExists,
   ListExecutionsCommand,
   SFNClient,
@@ -193,13 +192,17 @@ describe('handleUpload', () => {
         { name: prevName, executionArn: `${SM}:${prevName}`, stateMachineArn: SM, status: 'SUCCEEDED', startDate: new Date() },
       ],
     });
-    sfn.on(DescribeExecutionCommand, { executionArn: `${SM}:${prevName}` }).resolves({
-      output: JSON.stringify({ runId: prevName, status: 'SUCCEEDED', adapterUris: { moka: `s3://${BUCKET}/runs/${prevName}/variants/moka/adapter` } }),
-    });
+    // Only the moka adapter of the previous run is complete.
+    s3.on(HeadObjectCommand).rejects(Object.assign(new Error('not found'), { name: 'NotFound' }));
+    s3.on(HeadObjectCommand, { Bucket: BUCKET, Key: `runs/${prevName}/variants/moka/adapter/_COMPLETE` }).resolves({});
     sfn.on(StartExecutionCommand).resolves({ executionArn: 'arn' });
     const r = await handleUpload(event('datasets/support/2026-11-30/_READY', { version: 'v3' }), deps);
     expect(r.outcome).toBe('started');
-    expect(sfn.commandCalls(DescribeExecutionCommand)).toHaveLength(1); // the look-alike name was skipped
+    // The look-alike name of another data set was skipped: only the previous run's two adapters were looked up.
+    expect(s3.commandCalls(HeadObjectCommand).map((c) => c.args[0].input.Key)).toEqual([
+      `runs/${prevName}/variants/moka/adapter/_COMPLETE`,
+      `runs/${prevName}/variants/lora/adapter/_COMPLETE`,
+    ]);
     const start = sfn.commandCalls(StartExecutionCommand)[0]!.args[0].input;
     expect(start.name).toMatch(/^retrain-support-[0-9a-f]{16}$/);
     const folder = `s3://${BUCKET}/datasets/support/2026-11-30/`;
