@@ -1,0 +1,303 @@
+/**
+ * The deployable stack's template: security settings, GPU Batch, retries, queue limits, IAM scope, the upload
+ * rule, logs, and cdk-nag's AWS Solutions checks. The stack is synthesized once (with esbuild bundling of the
+ * Lambdas and cdk-nag, ~10 s) and shared by every assertion.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { App } from 'aws-cdk-lib';
+import { Match, Template } from 'aws-cdk-lib/assertions';
+import cdkNag from 'cdk-nag';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { extractStateMachineDefinition } from '../../lib/infra/asl.ts';
+import { MokaPipelineStack, STACK_OUTPUTS } from '../../lib/infra/moka-pipeline-stack.ts';
+import { parseStackOptions } from '../../lib/infra/stack-options.ts';
+import { parseRunConfig } from '../../lib/pipeline/run-config.ts';
+import { DETERMINISTIC_FAILURE_EXIT_CODE, STATE_NAMES } from '../../lib/pipeline/state-names.ts';
+
+type Resource = { Type: string; Properties: Record<string, unknown> };
+
+let outdir: string;
+let stack: MokaPipelineStack;
+let template: Template;
+let resources: Record<string, Resource>;
+const byType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
+
+beforeAll(() => {
+  outdir = mkdtempSync(join(tmpdir(), 'moka-cdk-'));
+  const app = new App({ outdir });
+  stack = new MokaPipelineStack(app, 'MokaTest', {
+    options: parseStackOptions({ runnableTimeoutMinutes: '45', logRetentionDays: 30 }),
+    env: { account: '123456789012', region: 'us-east-1' },
+  });
+  template = Template.fromStack(stack);
+  resources = template.toJSON().Resources as Record<string, Resource>;
+});
+afterAll(() => rmSync(outdir, { recursive: true, force: true }));
+
+describe('artifact bucket', () => {
+  it('is encrypted, versioned, private, TLS-only and sends events to EventBridge', () => {
+    template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+      VersioningConfiguration: { Status: 'Enabled' },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+    });
+    template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([
+          Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        ]),
+      },
+    });
+    template.hasResourceProperties('Custom::S3BucketNotifications', {
+      NotificationConfiguration: { EventBridgeConfiguration: {} },
+    });
+  });
+
+  it('expires abandoned multipart uploads, old checkpoints and non-current versions', () => {
+    const [, bucket] = byType('AWS::S3::Bucket')[0]!;
+    const rules = (bucket.Properties.LifecycleConfiguration as { Rules: Record<string, unknown>[] }).Rules;
+    expect(rules).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ Id: 'abort-incomplete-multipart-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 } }),
+        expect.objectContaining({ Id: 'expire-noncurrent-versions', NoncurrentVersionExpiration: { NoncurrentDays: 30 } }),
+        expect.objectContaining({
+          Id: 'expire-old-checkpoints',
+          Prefix: 'runs/',
+          ExpirationInDays: 30,
+          TagFilters: [{ Key: 'moka:kind', Value: 'checkpoint' }],
+        }),
+      ]),
+    );
+  });
+});
+
+describe('GPU Batch', () => {
+  it('has a spot and an on-demand environment on the ECS AL2023 NVIDIA AMI, ordered spot first in one queue', () => {
+    const envs = byType('AWS::Batch::ComputeEnvironment');
+    expect(envs).toHaveLength(2);
+    const spot = envs.find(([, r]) => (r.Properties.ComputeResources as { Type: string }).Type === 'SPOT')!;
+    const onDemand = envs.find(([, r]) => (r.Properties.ComputeResources as { Type: string }).Type === 'EC2')!;
+    for (const [, env] of [spot, onDemand]) {
+      expect(env.Properties.ComputeResources).toMatchObject({
+        Ec2Configuration: [{ ImageType: 'ECS_AL2023_NVIDIA' }],
+        InstanceTypes: ['g5.xlarge', 'g5.2xlarge', 'g6.xlarge', 'g6.2xlarge', 'g4dn.xlarge'], // no "optimal" CPU class
+        MinvCpus: 0,
+        MaxvCpus: 64,
+      });
+    }
+    const [, queue] = byType('AWS::Batch::JobQueue')[0]!;
+    expect(queue.Properties.ComputeEnvironmentOrder).toEqual([
+      { ComputeEnvironment: { 'Fn::GetAtt': [spot[0], 'ComputeEnvironmentArn'] }, Order: 1 },
+      { ComputeEnvironment: { 'Fn::GetAtt': [onDemand[0], 'ComputeEnvironmentArn'] }, Order: 2 },
+    ]);
+  });
+
+  it('cancels jobs stuck RUNNABLE at the head of the queue after the configured time', () => {
+    const [, queue] = byType('AWS::Batch::JobQueue')[0]!;
+    const actions = queue.Properties.JobStateTimeLimitActions as Record<string, unknown>[];
+    expect(actions.length).toBeGreaterThanOrEqual(1);
+    for (const a of actions) expect(a).toMatchObject({ Action: 'CANCEL', State: 'RUNNABLE', MaxTimeSeconds: 45 * 60 });
+    expect(actions.map((a) => a.Reason)).toContain('CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY');
+  });
+
+  it('runs the instances in private subnets with an S3 gateway endpoint, IMDSv2 and encrypted gp3 root volumes', () => {
+    template.hasResourceProperties('AWS::EC2::VPCEndpoint', {
+      VpcEndpointType: 'Gateway',
+      ServiceName: { 'Fn::Join': ['', ['com.amazonaws.', { Ref: 'AWS::Region' }, '.s3']] },
+    });
+    const privateSubnets = new Set(
+      byType('AWS::EC2::Subnet')
+        .filter(([, s]) => s.Properties.MapPublicIpOnLaunch === false)
+        .map(([id]) => id),
+    );
+    for (const [, env] of byType('AWS::Batch::ComputeEnvironment')) {
+      const subnets = (env.Properties.ComputeResources as { Subnets: { Ref: string }[] }).Subnets;
+      expect(subnets.length).toBeGreaterThan(0);
+      for (const s of subnets) expect(privateSubnets.has(s.Ref)).toBe(true);
+    }
+    template.hasResourceProperties('AWS::EC2::LaunchTemplate', {
+      LaunchTemplateData: Match.objectLike({
+        MetadataOptions: { HttpTokens: 'required' },
+        BlockDeviceMappings: [{ DeviceName: '/dev/xvda', Ebs: Match.objectLike({ Encrypted: true, VolumeType: 'gp3', VolumeSize: 200 }) }],
+      }),
+    });
+  });
+});
+
+describe('job definitions', () => {
+  const jobDef = (stage: string) => {
+    const found = byType('AWS::Batch::JobDefinition').filter(([id]) => id.startsWith(`Stages${stage}Job`));
+    expect(found).toHaveLength(1);
+    return found[0]![1].Properties as {
+      ContainerProperties: Record<string, unknown> & { ResourceRequirements: { Type: string; Value: string }[] };
+      RetryStrategy: { Attempts: number; EvaluateOnExit: Record<string, string>[] };
+      Timeout: { AttemptDurationSeconds: number };
+    };
+  };
+
+  it('reserve a GPU, memory that fits a g5.xlarge, and a large /dev/shm for quantize, train and eval', () => {
+    for (const stage of ['quantize', 'train', 'eval']) {
+      const c = jobDef(stage).ContainerProperties;
+      expect(c.ResourceRequirements).toEqual(
+        expect.arrayContaining([
+          { Type: 'GPU', Value: '1' },
+          { Type: 'VCPU', Value: '4' },
+          { Type: 'MEMORY', Value: String(14 * 1024) }, // 16 GiB less what the ECS agent keeps
+        ]),
+      );
+      expect(c.LinuxParameters).toMatchObject({ SharedMemorySize: 7 * 1024, InitProcessEnabled: true });
+    }
+  });
+
+  it('give the report stage a CPU job (no GPU reservation)', () => {
+    const r = jobDef('report').ContainerProperties.ResourceRequirements;
+    expect(r.find((x) => x.Type === 'GPU')).toBeUndefined();
+    expect(r).toEqual(expect.arrayContaining([{ Type: 'VCPU', Value: '2' }, { Type: 'MEMORY', Value: '4096' }]));
+  });
+
+  it('run `moka stage <stage>` with the run URI (and variant) as job parameters', () => {
+    expect(jobDef('train').ContainerProperties.Command).toEqual(['train', '--run', 'Ref::runUri', '--variant', 'Ref::variant']);
+    expect(jobDef('quantize').ContainerProperties.Command).toEqual(['quantize', '--run', 'Ref::runUri']);
+    expect(jobDef('report').ContainerProperties.Command).toEqual(['report', '--run', 'Ref::runUri']);
+  });
+
+  it('retry spot reclaims and image pulls, never a failing program; time out each attempt', () => {
+    for (const stage of ['quantize', 'train', 'eval', 'report']) {
+      const d = jobDef(stage);
+      expect(d.RetryStrategy).toEqual({
+        Attempts: 5,
+        EvaluateOnExit: [
+          { Action: 'EXIT', OnExitCode: String(DETERMINISTIC_FAILURE_EXIT_CODE) },
+          { Action: 'RETRY', OnStatusReason: 'Host EC2*' },
+          { Action: 'RETRY', OnReason: 'CannotPullContainerError:*' },
+          { Action: 'EXIT', OnReason: '*' }, // without it Batch would retry every other failure
+        ],
+      });
+    }
+    expect(jobDef('train').Timeout.AttemptDurationSeconds).toBe(24 * 3600);
+    expect(jobDef('report').Timeout.AttemptDurationSeconds).toBe(30 * 60);
+  });
+});
+
+describe('state machine', () => {
+  it("has the pipeline's states, its Batch tasks on this stack's queue and job definitions", () => {
+    const asl = extractStateMachineDefinition(stack) as { StartAt: string; States: Record<string, Record<string, unknown>> };
+    expect(asl.StartAt).toBe(STATE_NAMES.validate);
+    const names = JSON.stringify(asl);
+    for (const n of [STATE_NAMES.validate, STATE_NAMES.quantize, STATE_NAMES.train, STATE_NAMES.evaluate, STATE_NAMES.report, STATE_NAMES.finalize]) {
+      expect(names).toContain(`"${n}"`);
+    }
+    const quantize = asl.States[STATE_NAMES.quantize] as { Resource: string; Parameters: Record<string, unknown> };
+    expect(quantize.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
+    expect(quantize.Parameters).toMatchObject({ Parameters: { 'runUri.$': '$.runUri' } });
+  });
+
+  it('logs every execution event to a vended log group and traces with X-Ray', () => {
+    template.hasResourceProperties('AWS::StepFunctions::StateMachine', {
+      LoggingConfiguration: Match.objectLike({ Level: 'ALL', IncludeExecutionData: true }),
+      TracingConfiguration: { Enabled: true },
+    });
+    template.hasResourceProperties('AWS::Logs::LogGroup', { LogGroupName: '/aws/vendedlogs/states/MokaTest-pipeline' });
+  });
+});
+
+describe('IAM', () => {
+  type Statement = { Effect: string; Action: string | string[]; Resource: unknown };
+  const statementsOf = (pred: (policyId: string) => boolean): Statement[] =>
+    byType('AWS::IAM::Policy')
+      .filter(([id]) => pred(id))
+      .flatMap(([, p]) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement);
+  const actions = (s: Statement) => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+  const resourcesOf = (s: Statement) => JSON.stringify(s.Resource);
+
+  it('grants no "*" or "service:*" action anywhere', () => {
+    const all = statementsOf(() => true);
+    expect(all.length).toBeGreaterThan(5);
+    for (const s of all) for (const a of actions(s)) expect(a).not.toMatch(/^(\*|[a-z0-9-]+:\*)$/);
+  });
+
+  it('lets the state machine submit to its own queue and job definitions, and terminate the jobs it started', () => {
+    const sm = statementsOf((id) => id.startsWith('PipelineStateMachineRole'));
+    const submit = sm.filter((s) => actions(s).includes('batch:SubmitJob'));
+    expect(submit.length).toBeGreaterThan(0);
+    for (const s of submit) expect(s.Resource).not.toBe('*');
+    expect(JSON.stringify(submit)).toContain('ComputeJobQueue');
+    expect(sm.some((s) => actions(s).includes('batch:TerminateJob'))).toBe(true);
+  });
+
+  it('scopes S3 writes: stages write runs/ and cache/ only; the upload trigger writes nothing', () => {
+    const writes = (s: Statement) => actions(s).some((a) => /^s3:(PutObject|DeleteObject|Abort)/.test(a));
+    const job = statementsOf((id) => id.startsWith('JobRole')).filter(writes);
+    expect(job.length).toBeGreaterThan(0);
+    for (const s of job) expect(resourcesOf(s)).toMatch(/\/(runs|cache)\/\*"/);
+    expect(statementsOf((id) => id.startsWith('UploadTrigger')).filter(writes)).toEqual([]);
+    const trigger = statementsOf((id) => id.startsWith('UploadTrigger'));
+    expect(trigger.some((s) => actions(s).includes('states:StartExecution'))).toBe(true);
+  });
+});
+
+describe('upload trigger', () => {
+  it('matches only run configs and data set commit objects of this bucket, never runs/', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.s3'],
+        'detail-type': ['Object Created'],
+        detail: {
+          bucket: { name: [{ Ref: Match.stringLikeRegexp('^ArtifactsBucket') }] },
+          object: { key: [{ wildcard: 'runs-incoming/*.json' }, { wildcard: 'datasets/*/_READY' }] },
+        },
+      },
+      Targets: [Match.objectLike({ DeadLetterConfig: Match.anyValue(), RetryPolicy: Match.anyValue() })],
+    });
+    expect(JSON.stringify(template.findResources('AWS::Events::Rule'))).not.toContain('"runs/');
+  });
+
+  it('runs the Lambdas on Node.js 22.x or newer with JSON logs', () => {
+    const fns = byType('AWS::Lambda::Function').filter(([id]) => !id.startsWith('BucketNotificationsHandler'));
+    expect(fns).toHaveLength(3);
+    for (const [, f] of fns) {
+      expect(Number(/^nodejs(\d+)\.x$/.exec(f.Properties.Runtime as string)?.[1])).toBeGreaterThanOrEqual(22);
+      expect(f.Properties.LoggingConfig).toMatchObject({ LogFormat: 'JSON' });
+    }
+  });
+});
+
+describe('operations', () => {
+  it('keeps every log group for the configured retention', () => {
+    const groups = byType('AWS::Logs::LogGroup');
+    expect(groups.length).toBeGreaterThanOrEqual(6); // jobs, executions, 3 functions, flow log
+    for (const [, g] of groups) expect(g.Properties.RetentionInDays).toBe(30);
+  });
+
+  it('alarms on failed executions to an SNS topic', () => {
+    const topics = Object.keys(template.findResources('AWS::SNS::Topic'));
+    expect(topics).toHaveLength(1);
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Metrics: Match.arrayWith([Match.objectLike({ Expression: 'failed + timedOut + aborted' })]),
+      AlarmActions: [{ Ref: topics[0] }],
+    });
+  });
+
+  it('outputs the bucket, state machine, console link and a valid example input', () => {
+    const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
+    for (const key of Object.values(STACK_OUTPUTS)) expect(outputs[key]).toBeDefined();
+    const example = outputs[STACK_OUTPUTS.exampleInput]!.Value as { 'Fn::Join': [string, unknown[]] };
+    const text = example['Fn::Join'][1].map((p) => (typeof p === 'string' ? p : 'my-bucket')).join('');
+    expect(() => parseRunConfig(JSON.parse(text), 'ExampleInput')).not.toThrow();
+  });
+
+  it("passes cdk-nag's AWS Solutions checks: no finding left unacknowledged", () => {
+    const report = new cdkNag.AwsSolutionsChecks(stack).validateScope(stack);
+    const findings = report.violations.flatMap((v) =>
+      v.violatingResources.map((r) => `${v.ruleName} ${r.constructPath ?? r.resourceLogicalId}`),
+    );
+    expect(findings).toEqual([]);
+  });
+});
