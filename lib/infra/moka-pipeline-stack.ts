@@ -113,7 +113,7 @@ export class MokaPipelineStack extends Stack {
     });
 
     // 4. Lambdas of the state machine: validate the input (write config.json), record the outcome.
-    const functionEnv = { MOKA_STORE_URI: storeRoot };
+    const functionEnv = { MOKA_ARTIFACT_URI: storeRoot };
     const validateRun = new PipelineFunction(this, 'ValidateRun', {
       entry: 'functions/validate-run.ts',
       description: 'moka: validates a run config and writes it to the run folder',
