@@ -10,6 +10,10 @@ import { registerScore } from './score.ts';
 import { registerMerge } from './merge.ts';
 import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
+import { registerStart } from './start.ts';
+import { registerStatus } from './status.ts';
+import { registerLogs } from './logs.ts';
+import { registerFetch } from './fetch.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -22,4 +26,8 @@ export function registerCommands(program: Command): void {
   registerMerge(program);
   registerExportOnnx(program);
   registerTrain(program);
+  registerStart(program);
+  registerStatus(program);
+  registerLogs(program);
+  registerFetch(program);
 }

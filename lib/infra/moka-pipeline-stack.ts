@@ -15,6 +15,7 @@ import type { Construct, IConstruct } from 'constructs';
 import { COMPLETE_MARKER } from '../pipeline/store/artifact-store.ts';
 import { RETRAIN_PREFIX } from '../pipeline/upload-trigger.ts';
 import { DETERMINISTIC_FAILURE_EXIT_CODE } from '../pipeline/state-names.ts';
+import { STACK_OUTPUTS } from '../pipeline/deployed-stack.ts';
 import { exampleRunInput } from '../pipeline/example-input.ts';
 import { ArtifactBucket } from './artifact-bucket.ts';
 import { GpuBatch } from './gpu-batch.ts';
@@ -26,18 +27,6 @@ import { RetrainTrigger } from './retrain-trigger.ts';
 import { RUNS_PREFIX, type PipelineStackOptions } from './stack-options.ts';
 import { StageJobDefinitions } from './stage-job-definitions.ts';
 import { TaskImage } from './task-image.ts';
-
-/** The stack's CloudFormation output keys (the `moka start/status/logs/fetch` commands read them). */
-export const STACK_OUTPUTS = {
-  bucket: 'BucketName',
-  stateMachineArn: 'StateMachineArn',
-  consoleLink: 'ConsoleLink',
-  exampleInput: 'ExampleInput',
-  jobLogGroup: 'JobLogGroupName',
-  stateMachineLogGroup: 'StateMachineLogGroupName',
-  jobQueueArn: 'JobQueueArn',
-  alarmTopicArn: 'AlarmTopicArn',
-} as const;
 
 /** The Batch commands after the image's entrypoint (`moka stage`); `Ref::` values are the jobs' Parameters. */
 export const STAGE_COMMANDS = {
