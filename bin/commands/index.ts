@@ -14,6 +14,7 @@ import { registerStart } from './start.ts';
 import { registerStatus } from './status.ts';
 import { registerLogs } from './logs.ts';
 import { registerFetch } from './fetch.ts';
+import { registerContainerStartLog } from './container-start-log.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -30,4 +31,5 @@ export function registerCommands(program: Command): void {
   registerStatus(program);
   registerLogs(program);
   registerFetch(program);
+  registerContainerStartLog(program);
 }
