@@ -2,7 +2,13 @@
  * The bucket every run's artifacts live in (`runs/<runId>/…`), the uploads that start runs, and the retraining
  * templates. A new bucket gets: encryption (S3-managed, or a customer-managed KMS key), versioning, the
  * public-access block, a TLS-only policy, EventBridge notifications (the retrain trigger listens there), and
- * lifecycle rules that expire old checkpoints, non-current versions and abandoned multipart uploads.
+ * lifecycle rules that expire old checkpoints and abandoned multipart uploads.
+ *
+ * Old checkpoints: the train stage keeps the newest `keepCheckpoints` checkpoints of a run and deletes older ones
+ * as it goes; in a versioned bucket a deleted object stays as a non-current version, so these are what the
+ * lifecycle rule expires (with any other overwritten or deleted object), after a grace period in which a
+ * mistaken delete can still be undone. (A prefix rule cannot name `runs/*\/variants/*\/checkpoints/`: S3
+ * lifecycle filters take a literal prefix.)
  * An existing bucket is used as it is: the stack cannot change its settings, and docs/deploy.md says which to set.
  */
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
@@ -10,15 +16,14 @@ import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { acknowledge } from './nag.ts';
 import { Construct } from 'constructs';
-import { RUNS_PREFIX } from './stack-options.ts';
 
 export interface ArtifactBucketProps {
   /** Use this bucket instead of creating one; its settings are left as they are. @default - a new bucket */
   readonly existingBucket?: s3.IBucket;
   /** Encrypt the new bucket with a new customer-managed KMS key (rotated yearly). @default false (S3-managed keys) */
   readonly kms?: boolean;
-  /** Days after which checkpoints (`runs/<runId>/variants/<name>/checkpoints/`) and non-current versions expire. @default 30 */
-  readonly checkpointExpirationDays?: number;
+  /** Days after which non-current versions (old checkpoints the stages deleted, overwritten files) expire. @default 7 */
+  readonly oldVersionExpirationDays?: number;
   /** What `cdk destroy` does with the new bucket. @default RemovalPolicy.RETAIN (artifacts outlive the stack) */
   readonly removalPolicy?: RemovalPolicy;
 }
@@ -39,7 +44,7 @@ export class ArtifactBucket extends Construct {
       this.created = false;
       return;
     }
-    const days = props.checkpointExpirationDays ?? 30;
+    const days = props.oldVersionExpirationDays ?? 7;
     const key = props.kms
       ? new kms.Key(this, 'Key', { enableKeyRotation: true, description: 'moka artifact bucket' })
       : undefined;
@@ -56,17 +61,12 @@ export class ArtifactBucket extends Construct {
       lifecycleRules: [
         // A crashed upload leaves parts that are billed but invisible.
         { id: 'abort-incomplete-multipart-uploads', abortIncompleteMultipartUploadAfter: Duration.days(7) },
-        // Checkpoints exist to resume a run; once it is done the adapter is what matters. A single rule with a
-        // prefix cannot name `runs/*/variants/*/checkpoints/`, so checkpoints carry the object tag the stage
-        // writes (`moka:kind=checkpoint`); untagged checkpoint files fall under the non-current rule only.
+        // Deleted checkpoints and overwritten files (non-current versions), and the delete markers left after.
         {
-          id: 'expire-old-checkpoints',
-          prefix: RUNS_PREFIX,
-          tagFilters: { 'moka:kind': 'checkpoint' },
-          expiration: Duration.days(days),
+          id: 'expire-old-checkpoints-and-versions',
+          noncurrentVersionExpiration: Duration.days(days),
+          expiredObjectDeleteMarker: true,
         },
-        // Overwritten and deleted objects stay recoverable for a while, then go.
-        { id: 'expire-noncurrent-versions', noncurrentVersionExpiration: Duration.days(days) },
       ],
     });
     acknowledge(

@@ -60,7 +60,7 @@ export class MokaPipelineStack extends Stack {
     const artifacts = new ArtifactBucket(this, 'Artifacts', {
       existingBucket: o.bucketName ? s3.Bucket.fromBucketName(this, 'ExistingBucket', o.bucketName) : undefined,
       kms: o.kms,
-      checkpointExpirationDays: o.checkpointExpirationDays,
+      oldVersionExpirationDays: o.oldVersionExpirationDays,
     });
     this.bucket = artifacts.bucket;
     const storeRoot = `s3://${this.bucket.bucketName}`;

@@ -52,8 +52,8 @@ export interface PipelineStackOptions {
   readonly datasetsPrefix: string;
   /** Prefix holding the retraining templates `<name>.json`. */
   readonly triggersPrefix: string;
-  /** Days after which non-current object versions and old checkpoints expire. */
-  readonly checkpointExpirationDays: number;
+  /** Days after which non-current versions (old checkpoints the stages deleted, overwritten files) expire. */
+  readonly oldVersionExpirationDays: number;
   /** CloudWatch log retention in days (one of CloudWatch's allowed values). */
   readonly logRetentionDays: number;
   /** E-mail address subscribed to the failed-execution topic. */
@@ -93,7 +93,7 @@ export const CONTEXT_KEYS = [
   'runsIncomingPrefix',
   'datasetsPrefix',
   'triggersPrefix',
-  'checkpointExpirationDays',
+  'oldVersionExpirationDays',
   'logRetentionDays',
   'alarmEmail',
 ] as const;
@@ -247,7 +247,7 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
     runsIncomingPrefix: prefix(ctx, 'runsIncomingPrefix', 'runs-incoming/'),
     datasetsPrefix: prefix(ctx, 'datasetsPrefix', 'datasets/'),
     triggersPrefix: prefix(ctx, 'triggersPrefix', 'triggers/'),
-    checkpointExpirationDays: integer(ctx, 'checkpointExpirationDays', 30, 1, 3650),
+    oldVersionExpirationDays: integer(ctx, 'oldVersionExpirationDays', 7, 1, 3650),
     logRetentionDays,
     alarmEmail,
   };
