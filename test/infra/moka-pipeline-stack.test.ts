@@ -3,9 +3,10 @@
  * rule, logs, and cdk-nag's AWS Solutions checks. The stack is synthesized once (with esbuild bundling of the
  * Lambdas and cdk-nag, ~10 s) and shared by every assertion.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import cdkNag from 'cdk-nag';
@@ -297,5 +298,62 @@ describe('operations', () => {
       v.violatingResources.map((r) => `${v.ruleName} ${r.constructPath ?? r.resourceLogicalId}`),
     );
     expect(findings).toEqual([]);
+  });
+});
+
+describe('bundled Lambdas (the esbuild output that deploys)', () => {
+  /** The staged bundle of a function, as synth wrote it (cdk.out/asset.<hash>/index.mjs). */
+  const bundleOf = (idPrefix: string) => {
+    const [, fn] = byType('AWS::Lambda::Function').find(([id]) => id.startsWith(idPrefix))!;
+    const key = (fn.Properties.Code as { S3Key: string }).S3Key.replace(/\.zip$/, '');
+    const file = join(outdir, `asset.${key}`, 'index.mjs');
+    expect(existsSync(file)).toBe(true);
+    return pathToFileURL(file).href;
+  };
+
+  it('validate-run loads, rejects a bad config listing every problem, and writes a good one to the run folder', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'moka-bundle-'));
+    const saved = process.env.MOKA_ARTIFACT_URI;
+    try {
+      process.env.MOKA_ARTIFACT_URI = pathToFileURL(join(work, 'store')).href;
+      mkdirSync(join(work, 'store'));
+      mkdirSync(join(work, 'model'));
+      writeFileSync(join(work, 'model', 'config.json'), '{}');
+      writeFileSync(join(work, 'train.jsonl'), '{"instruction":"a","output":"b"}\n');
+      const { handler } = (await import(bundleOf('ValidateRunFunction'))) as { handler: (e: unknown) => Promise<{ runId: string }> };
+      await expect(handler({ model: 's3://models-bucket/m', adapters: { type: 'nope' } })).rejects.toThrow(/invalid \(2 problems\)/);
+      const plan = await handler({
+        runId: 'bundle-check',
+        model: join(work, 'model'),
+        quantize: false,
+        adapters: { type: 'lora', r: 2 },
+        data: { train: join(work, 'train.jsonl') },
+      });
+      expect(plan).toMatchObject({ runId: 'bundle-check', variants: ['lora'], quantizeNeeded: false });
+      const written = JSON.parse(readFileSync(join(work, 'store', 'runs', 'bundle-check', 'config.json'), 'utf8'));
+      expect(written.runId).toBe('bundle-check');
+    } finally {
+      if (saved === undefined) delete process.env.MOKA_ARTIFACT_URI;
+      else process.env.MOKA_ARTIFACT_URI = saved;
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  it('start-on-upload loads and ignores an event outside the watched prefixes without calling AWS', async () => {
+    const env = { STATE_MACHINE_ARN: 'arn:aws:states:us-east-1:123456789012:stateMachine:x', BUCKET_NAME: 'b', RUNS_INCOMING_PREFIX: 'runs-incoming/', DATASETS_PREFIX: 'datasets/', TRIGGERS_PREFIX: 'triggers/', AWS_REGION: 'us-east-1' };
+    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+    Object.assign(process.env, env);
+    const write = process.stdout.write.bind(process.stdout);
+    const lines: string[] = [];
+    process.stdout.write = ((chunk: string) => (lines.push(String(chunk)), true)) as typeof process.stdout.write;
+    try {
+      const { handler } = (await import(bundleOf('UploadTriggerStartOnUploadFunction'))) as { handler: (e: unknown) => Promise<unknown> };
+      const r = await handler({ source: 'aws.s3', 'detail-type': 'Object Created', detail: { bucket: { name: 'b' }, object: { key: 'runs/x/status.json' } } });
+      expect(r).toMatchObject({ outcome: 'ignored' });
+    } finally {
+      process.stdout.write = write;
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+    expect(JSON.parse(lines.find((l) => l.includes('event ignored'))!)).toMatchObject({ level: 'info', msg: 'event ignored', key: 'runs/x/status.json' });
   });
 });
