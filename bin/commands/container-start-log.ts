@@ -27,14 +27,21 @@ export async function logContainerStart(
   try {
     const run = openRun(args.runUri);
     runId = run.runId;
-    const config = await readJson<{ compute?: { provider?: ProviderChoice } }>(run.store, runKeys(run.runId).config);
+    const config = await readJson<{ compute?: { provider?: ProviderChoice } }>(
+      run.store,
+      runKeys(run.runId).config,
+    );
     requested = config?.compute?.provider ?? 'cpu';
   } catch (err) {
     // The stage itself reports a bad run URI or an unreadable config; this line only must not hide that.
     log('warn', 'run config not readable at container start', { ...fields, runId, error: err as Error });
   }
   const decision = chooseExecutionProvider(requested, probeGpus());
-  log(decision.warning ? 'warn' : 'info', `execution provider: ${decision.provider}`, { ...fields, runId, ...decision });
+  log(decision.warning ? 'warn' : 'info', `execution provider: ${decision.provider}`, {
+    ...fields,
+    runId,
+    ...decision,
+  });
 }
 
 /** Registers the start log as a hook of the `stage` command when running in the task image. */

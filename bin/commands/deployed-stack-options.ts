@@ -15,12 +15,18 @@ export interface DeployedStackOptions {
 
 export function addDeployedStackOptions(cmd: Command): Command {
   return cmd
-    .option('--stack <name>', 'the deployed pipeline stack (env MOKA_STACK)', process.env.MOKA_STACK ?? DEFAULT_STACK_NAME)
+    .option(
+      '--stack <name>',
+      'the deployed pipeline stack (env MOKA_STACK)',
+      process.env.MOKA_STACK ?? DEFAULT_STACK_NAME,
+    )
     .option('--region <region>', "the stack's AWS region (default: AWS_REGION or the profile's)");
 }
 
 /** The stack's resources (from its CloudFormation outputs) and clients in its region. */
-export async function openDeployedStack(opts: DeployedStackOptions): Promise<{ clients: AwsClients; stack: DeployedStack }> {
+export async function openDeployedStack(
+  opts: DeployedStackOptions,
+): Promise<{ clients: AwsClients; stack: DeployedStack }> {
   const clients = awsClients(opts.region);
   const stack = await describeDeployedStack(clients, opts.stack);
   return { clients: opts.region || !stack.region ? clients : awsClients(stack.region), stack };

@@ -1,7 +1,11 @@
 /** `moka logs`: a deployed run's job logs (CloudWatch), optionally followed until the run ends. */
 import type { Command } from 'commander';
 import { printRunLogs } from '../../lib/pipeline/deployed-run.ts';
-import { addDeployedStackOptions, openDeployedStack, type DeployedStackOptions } from './deployed-stack-options.ts';
+import {
+  addDeployedStackOptions,
+  openDeployedStack,
+  type DeployedStackOptions,
+} from './deployed-stack-options.ts';
 
 export function registerLogs(program: Command): void {
   addDeployedStackOptions(

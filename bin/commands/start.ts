@@ -1,7 +1,11 @@
 /** `moka start`: start a run on the deployed AWS stack (upload its config and local inputs, start the execution). */
 import type { Command } from 'commander';
 import { startDeployedRun } from '../../lib/pipeline/deployed-run.ts';
-import { addDeployedStackOptions, openDeployedStack, type DeployedStackOptions } from './deployed-stack-options.ts';
+import {
+  addDeployedStackOptions,
+  openDeployedStack,
+  type DeployedStackOptions,
+} from './deployed-stack-options.ts';
 
 export function registerStart(program: Command): void {
   addDeployedStackOptions(
@@ -13,7 +17,10 @@ export function registerStart(program: Command): void {
       )
       .argument('<config>', 'run config JSON (local paths in it are uploaded under inputs/<runId>/)'),
   )
-    .option('--run-id <id>', "the runId (default: the config's, else a new one); an earlier runId resumes that run")
+    .option(
+      '--run-id <id>',
+      "the runId (default: the config's, else a new one); an earlier runId resumes that run",
+    )
     .option('--json', 'print the result as JSON')
     .action(async (config: string, opts: DeployedStackOptions & { runId?: string; json?: boolean }) => {
       const { clients, stack } = await openDeployedStack(opts);
@@ -21,7 +28,11 @@ export function registerStart(program: Command): void {
         configPath: config,
         runId: opts.runId,
         onUpload: (local, uri) =>
-          process.stderr.write(opts.json || !process.stderr.isTTY ? `${JSON.stringify({ event: 'upload', local, uri })}\n` : `uploading ${local} → ${uri}\n`),
+          process.stderr.write(
+            opts.json || !process.stderr.isTTY
+              ? `${JSON.stringify({ event: 'upload', local, uri })}\n`
+              : `uploading ${local} → ${uri}\n`,
+          ),
       });
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(started, null, 2)}\n`);

@@ -1,7 +1,11 @@
 /** `moka status`: where a run on the deployed stack stands (execution, active states, each stage's job). */
 import type { Command } from 'commander';
 import { deployedRunStatus } from '../../lib/pipeline/deployed-run.ts';
-import { addDeployedStackOptions, openDeployedStack, type DeployedStackOptions } from './deployed-stack-options.ts';
+import {
+  addDeployedStackOptions,
+  openDeployedStack,
+  type DeployedStackOptions,
+} from './deployed-stack-options.ts';
 
 export function registerStatus(program: Command): void {
   addDeployedStackOptions(
@@ -29,7 +33,9 @@ export function registerStatus(program: Command): void {
       if (s.stages.length > 0) {
         lines.push('', `${'stage'.padEnd(24)}${'status'.padEnd(11)}${'started'.padEnd(26)}detail`);
         for (const st of s.stages) {
-          const progress = st.progress ? `step ${st.progress.step}${st.progress.loss !== undefined ? `, loss ${st.progress.loss.toFixed(4)}` : ''}` : '';
+          const progress = st.progress
+            ? `step ${st.progress.step}${st.progress.loss !== undefined ? `, loss ${st.progress.loss.toFixed(4)}` : ''}`
+            : '';
           const detail = [progress, st.detail, st.error].filter(Boolean).join('; ');
           lines.push(`${st.id.padEnd(24)}${st.status.padEnd(11)}${(st.startedAt ?? '').padEnd(26)}${detail}`);
         }

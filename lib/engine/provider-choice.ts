@@ -43,7 +43,11 @@ export interface ProviderDecision {
  */
 export function chooseExecutionProvider(requested: ProviderChoice, probe: GpuProbe): ProviderDecision {
   const gpus = probe.gpuDevices.length;
-  const base = { requested, gpuDevices: probe.gpuDevices, cudaProviderInstalled: probe.cudaProviderInstalled };
+  const base = {
+    requested,
+    gpuDevices: probe.gpuDevices,
+    cudaProviderInstalled: probe.cudaProviderInstalled,
+  };
   const cudaUsable = gpus > 0 && probe.cudaProviderInstalled;
   const missing =
     gpus === 0 && !probe.cudaProviderInstalled
@@ -54,12 +58,25 @@ export function chooseExecutionProvider(requested: ProviderChoice, probe: GpuPro
   switch (requested) {
     case 'auto':
       return cudaUsable
-        ? { ...base, provider: 'cuda', reason: `auto: ${gpus} GPU(s) visible and the CUDA provider installed` }
+        ? {
+            ...base,
+            provider: 'cuda',
+            reason: `auto: ${gpus} GPU(s) visible and the CUDA provider installed`,
+          }
         : { ...base, provider: 'cpu', reason: `auto: ${missing}` };
     case 'cuda':
       return cudaUsable
-        ? { ...base, provider: 'cuda', reason: `requested cuda; ${gpus} GPU(s) visible and the CUDA provider installed` }
-        : { ...base, provider: 'cuda', reason: 'requested cuda', warning: `cuda cannot start here: ${missing}` };
+        ? {
+            ...base,
+            provider: 'cuda',
+            reason: `requested cuda; ${gpus} GPU(s) visible and the CUDA provider installed`,
+          }
+        : {
+            ...base,
+            provider: 'cuda',
+            reason: 'requested cuda',
+            warning: `cuda cannot start here: ${missing}`,
+          };
     case 'cpu':
       return cudaUsable
         ? {

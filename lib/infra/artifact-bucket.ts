@@ -39,7 +39,8 @@ export class ArtifactBucket extends Construct {
   constructor(scope: Construct, id: string, props: ArtifactBucketProps = {}) {
     super(scope, id);
     if (props.existingBucket) {
-      if (props.kms) throw new Error('ArtifactBucket: kms applies to a new bucket only; omit it with existingBucket');
+      if (props.kms)
+        throw new Error('ArtifactBucket: kms applies to a new bucket only; omit it with existingBucket');
       this.bucket = props.existingBucket;
       this.created = false;
       return;

@@ -42,7 +42,9 @@ export class GpuBatch extends Construct {
     super(scope, id);
     const runnableMinutes = props.runnableTimeout.toMinutes();
     if (runnableMinutes < 10 || runnableMinutes > 1440) {
-      throw new Error(`GpuBatch: runnableTimeout must be 10 minutes to 24 hours (Batch's limits), got ${runnableMinutes} min`);
+      throw new Error(
+        `GpuBatch: runnableTimeout must be 10 minutes to 24 hours (Batch's limits), got ${runnableMinutes} min`,
+      );
     }
     for (const name of props.instanceTypes) gpuInstanceType(name);
 
@@ -62,7 +64,9 @@ export class GpuBatch extends Construct {
       vpc.addFlowLog('RejectedTraffic', {
         trafficType: ec2.FlowLogTrafficType.REJECT,
         destination: ec2.FlowLogDestination.toCloudWatchLogs(
-          new logs.LogGroup(this, 'FlowLog', { retention: props.flowLogRetention ?? logs.RetentionDays.ONE_MONTH }),
+          new logs.LogGroup(this, 'FlowLog', {
+            retention: props.flowLogRetention ?? logs.RetentionDays.ONE_MONTH,
+          }),
         ),
       });
       this.vpc = vpc;
@@ -107,7 +111,8 @@ export class GpuBatch extends Construct {
     this.spotEnvironment = spot ? environment('SpotEnvironment', true) : undefined;
     this.onDemandEnvironment = environment('OnDemandEnvironment', false);
     const computeEnvironments: batch.OrderedComputeEnvironment[] = [];
-    if (this.spotEnvironment) computeEnvironments.push({ computeEnvironment: this.spotEnvironment, order: 1 });
+    if (this.spotEnvironment)
+      computeEnvironments.push({ computeEnvironment: this.spotEnvironment, order: 1 });
     computeEnvironments.push({ computeEnvironment: this.onDemandEnvironment, order: spot ? 2 : 1 });
 
     this.jobQueue = new batch.JobQueue(this, 'JobQueue', {

@@ -58,7 +58,9 @@ export class MokaPipelineStack extends Stack {
 
     // 1. Artifact bucket (new, or the user's).
     const artifacts = new ArtifactBucket(this, 'Artifacts', {
-      existingBucket: o.bucketName ? s3.Bucket.fromBucketName(this, 'ExistingBucket', o.bucketName) : undefined,
+      existingBucket: o.bucketName
+        ? s3.Bucket.fromBucketName(this, 'ExistingBucket', o.bucketName)
+        : undefined,
       kms: o.kms,
       oldVersionExpirationDays: o.oldVersionExpirationDays,
     });
@@ -156,17 +158,33 @@ export class MokaPipelineStack extends Stack {
     const out = (key: string, value: string, description: string) =>
       new CfnOutput(this, key, { value, description });
     out(STACK_OUTPUTS.bucket, this.bucket.bucketName, 'Artifact bucket (runs/<runId>/ holds each run)');
-    out(STACK_OUTPUTS.stateMachineArn, stateMachine.stateMachineArn, 'Start executions of this state machine');
+    out(
+      STACK_OUTPUTS.stateMachineArn,
+      stateMachine.stateMachineArn,
+      'Start executions of this state machine',
+    );
     out(
       STACK_OUTPUTS.consoleLink,
       `https://${this.region}.console.aws.amazon.com/states/home?region=${this.region}#/statemachines/view/${stateMachine.stateMachineArn}`,
       'The state machine in the Step Functions console ("Start execution")',
     );
-    out(STACK_OUTPUTS.exampleInput, JSON.stringify(exampleRunInput(this.bucket.bucketName)), 'An example execution input (a run config)');
+    out(
+      STACK_OUTPUTS.exampleInput,
+      JSON.stringify(exampleRunInput(this.bucket.bucketName)),
+      'An example execution input (a run config)',
+    );
     out(STACK_OUTPUTS.jobLogGroup, this.jobLogGroup.logGroupName, 'CloudWatch log group of the Batch jobs');
-    out(STACK_OUTPUTS.stateMachineLogGroup, stateMachineLogs.logGroupName, 'CloudWatch log group of the executions');
+    out(
+      STACK_OUTPUTS.stateMachineLogGroup,
+      stateMachineLogs.logGroupName,
+      'CloudWatch log group of the executions',
+    );
     out(STACK_OUTPUTS.jobQueueArn, this.batch.jobQueue.jobQueueArn, 'Batch job queue of the stages');
-    out(STACK_OUTPUTS.alarmTopicArn, this.alarms.topic.topicArn, 'SNS topic of failed executions (subscribe to it)');
+    out(
+      STACK_OUTPUTS.alarmTopicArn,
+      this.alarms.topic.topicArn,
+      'SNS topic of failed executions (subscribe to it)',
+    );
 
     this.acknowledgeReviewedFindings(artifacts, [validateRun, finalize]);
   }
@@ -188,8 +206,12 @@ export class MokaPipelineStack extends Stack {
       this,
       "The S3 grant sets (CDK's grantRead/grantWrite) end in wildcards that cover an action's variants " +
         '(s3:GetObject* = object, version, tagging, ACL reads); no statement grants a bare "*" action.',
-      ...['s3:GetObject*', 's3:GetBucket*', 's3:List*', 's3:DeleteObject*', 's3:Abort*'].map((a) => `AwsSolutions-IAM5[Action::${a}]`),
-      ...(o.kms ? ['kms:ReEncrypt*', 'kms:GenerateDataKey*'].map((a) => `AwsSolutions-IAM5[Action::${a}]`) : []),
+      ...['s3:GetObject*', 's3:GetBucket*', 's3:List*', 's3:DeleteObject*', 's3:Abort*'].map(
+        (a) => `AwsSolutions-IAM5[Action::${a}]`,
+      ),
+      ...(o.kms
+        ? ['kms:ReEncrypt*', 'kms:GenerateDataKey*'].map((a) => `AwsSolutions-IAM5[Action::${a}]`)
+        : []),
     );
     acknowledge(
       this,
@@ -215,7 +237,7 @@ export class MokaPipelineStack extends Stack {
       this.pipeline,
       'Step Functions .sync Batch integration and tracing, as CDK grants them: batch:SubmitJob on job definitions ' +
         '(revisions), batch:TerminateJob on the jobs it starts (ids unknown in advance), batch:DescribeJobs and the ' +
-        'X-Ray actions (no resource-level permissions), and lambda:InvokeFunction on the two functions\' versions.',
+        "X-Ray actions (no resource-level permissions), and lambda:InvokeFunction on the two functions' versions.",
       'AwsSolutions-IAM5[Resource::*]',
       `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:${region}:${account}:job-definition/*]`,
       `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:${region}:${account}:job/*]`,

@@ -30,9 +30,16 @@ export class PipelineAlarms extends Construct {
   constructor(scope: Construct, id: string, props: PipelineAlarmsProps) {
     super(scope, id);
     // Encrypted with a key CloudWatch alarms may use (the AWS-managed SNS key does not allow them).
-    const key = new kms.Key(this, 'TopicKey', { enableKeyRotation: true, description: 'moka pipeline alarms topic' });
+    const key = new kms.Key(this, 'TopicKey', {
+      enableKeyRotation: true,
+      description: 'moka pipeline alarms topic',
+    });
     key.grant(new iam.ServicePrincipal('cloudwatch.amazonaws.com'), 'kms:Decrypt', 'kms:GenerateDataKey*');
-    this.topic = new sns.Topic(this, 'Topic', { displayName: 'moka pipeline alarms', masterKey: key, enforceSSL: true });
+    this.topic = new sns.Topic(this, 'Topic', {
+      displayName: 'moka pipeline alarms',
+      masterKey: key,
+      enforceSSL: true,
+    });
     if (props.email) this.topic.addSubscription(new subscriptions.EmailSubscription(props.email));
 
     const period = Duration.minutes(5);
@@ -47,7 +54,8 @@ export class PipelineAlarms extends Construct {
       period,
     });
     this.failedExecutions = failed.createAlarm(this, 'FailedExecutions', {
-      alarmDescription: 'A moka pipeline execution failed, timed out or was aborted: see the execution in the Step Functions console',
+      alarmDescription:
+        'A moka pipeline execution failed, timed out or was aborted: see the execution in the Step Functions console',
       threshold: 1,
       evaluationPeriods: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -59,7 +67,8 @@ export class PipelineAlarms extends Construct {
       this.deadLetters = props.deadLetterQueue
         .metricApproximateNumberOfMessagesVisible({ period, statistic: 'Maximum' })
         .createAlarm(this, 'UploadDeadLetters', {
-          alarmDescription: 'An upload event could not start a run after retries: see the start-on-upload logs and the dead-letter queue',
+          alarmDescription:
+            'An upload event could not start a run after retries: see the start-on-upload logs and the dead-letter queue',
           threshold: 1,
           evaluationPeriods: 1,
           comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

@@ -57,7 +57,8 @@ export class PipelineFunction extends Construct {
         sourceMap: true,
         target: 'node22',
         // ESM bundles of CommonJS packages still call require(): give them one.
-        banner: "import { createRequire as __mokaCreateRequire } from 'node:module'; const require = __mokaCreateRequire(import.meta.url);",
+        banner:
+          "import { createRequire as __mokaCreateRequire } from 'node:module'; const require = __mokaCreateRequire(import.meta.url);",
       },
     });
     acknowledge(

@@ -62,16 +62,27 @@ export class RetrainTrigger extends Construct {
     props.bucket.grantRead(fn, `${RUNS_PREFIX}${RETRAIN_PREFIX}*/variants/*/adapter/${COMPLETE_MARKER}`);
     props.stateMachine.grantStartExecution(fn);
     fn.addToRolePolicy(
-      new iam.PolicyStatement({ actions: ['states:ListExecutions'], resources: [props.stateMachine.stateMachineArn] }),
+      new iam.PolicyStatement({
+        actions: ['states:ListExecutions'],
+        resources: [props.stateMachine.stateMachineArn],
+      }),
     );
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetters', {
       retentionPeriod: Duration.days(14),
       enforceSSL: true,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
     });
-    acknowledge(this.deadLetterQueue, 'This queue is itself the dead-letter queue of the upload trigger.', 'AwsSolutions-SQS3');
+    acknowledge(
+      this.deadLetterQueue,
+      'This queue is itself the dead-letter queue of the upload trigger.',
+      'AwsSolutions-SQS3',
+    );
     // Invocations that fail (S3 or Step Functions errors) are retried twice by Lambda, then kept here.
-    fn.configureAsyncInvoke({ retryAttempts: 2, maxEventAge: Duration.hours(2), onFailure: new SqsDestination(this.deadLetterQueue) });
+    fn.configureAsyncInvoke({
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(2),
+      onFailure: new SqsDestination(this.deadLetterQueue),
+    });
 
     this.rule = new events.Rule(this, 'ObjectCreated', {
       description: 'Run configs and data set commit objects uploaded to the moka artifact bucket',

@@ -109,7 +109,8 @@ function integer(ctx: Context, key: ContextKey, def: number, min: number, max: n
   const v = ctx[key];
   if (v === undefined) return def;
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw bad(key, v, `give an integer from ${min} to ${max}`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw bad(key, v, `give an integer from ${min} to ${max}`);
   return n;
 }
 
@@ -132,10 +133,18 @@ function text(ctx: Context, key: ContextKey): string | undefined {
 function prefix(ctx: Context, key: ContextKey, def: string): string {
   const v = text(ctx, key) ?? def;
   if (!/^[A-Za-z0-9][A-Za-z0-9!_.*'()-]*(\/[A-Za-z0-9!_.*'()-]+)*\/$/.test(v)) {
-    throw bad(key, v, 'give an S3 key prefix such as "incoming/" (letters, digits, -_.!*\'(), ending with "/")');
+    throw bad(
+      key,
+      v,
+      'give an S3 key prefix such as "incoming/" (letters, digits, -_.!*\'(), ending with "/")',
+    );
   }
   if (v.startsWith(RUNS_PREFIX) || RUNS_PREFIX.startsWith(v)) {
-    throw bad(key, v, `the pipeline writes under "${RUNS_PREFIX}", so watching it would retrigger runs forever`);
+    throw bad(
+      key,
+      v,
+      `the pipeline writes under "${RUNS_PREFIX}", so watching it would retrigger runs forever`,
+    );
   }
   return v;
 }
@@ -149,7 +158,11 @@ function instanceTypes(ctx: Context): string[] {
   }
   for (const name of list as string[]) {
     if (!GPU_INSTANCE_TYPES[name]) {
-      throw bad('instanceTypes', v, `"${name}" is not a known GPU instance type (${Object.keys(GPU_INSTANCE_TYPES).join(', ')})`);
+      throw bad(
+        'instanceTypes',
+        v,
+        `"${name}" is not a known GPU instance type (${Object.keys(GPU_INSTANCE_TYPES).join(', ')})`,
+      );
     }
   }
   return [...new Set(list as string[])];
@@ -183,7 +196,11 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
   const memoryGiB = integer(ctx, 'jobMemoryGiB', usableMemoryGiB(smallest), 1, 2048);
   const sharedMemoryGiB = integer(ctx, 'sharedMemoryGiB', Math.max(1, Math.floor(memoryGiB / 2)), 1, 2048);
   if (sharedMemoryGiB > memoryGiB) {
-    throw bad('sharedMemoryGiB', ctx.sharedMemoryGiB, `/dev/shm counts against the job's memory; give at most jobMemoryGiB (${memoryGiB})`);
+    throw bad(
+      'sharedMemoryGiB',
+      ctx.sharedMemoryGiB,
+      `/dev/shm counts against the job's memory; give at most jobMemoryGiB (${memoryGiB})`,
+    );
   }
   const gpuJob = { gpus, vcpus, memoryGiB };
   typesThatFit(types, gpuJob, `a GPU job (context gpusPerJob, jobVcpus, jobMemoryGiB)`);
@@ -191,14 +208,28 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
   const spot = boolean(ctx, 'spot', true);
   const maxVcpus = integer(ctx, 'maxVcpus', 64, 1, 100_000);
   if (maxVcpus < vcpus) {
-    throw bad('maxVcpus', ctx.maxVcpus ?? maxVcpus, `a job needs ${vcpus} vCPUs (jobVcpus), so maxVcpus must be at least that`);
+    throw bad(
+      'maxVcpus',
+      ctx.maxVcpus ?? maxVcpus,
+      `a job needs ${vcpus} vCPUs (jobVcpus), so maxVcpus must be at least that`,
+    );
   }
   const runnableTimeoutMinutes = integer(ctx, 'runnableTimeoutMinutes', 60, 10, 1440);
   const retryAttempts = integer(ctx, 'retryAttempts', 5, 1, 10);
   const timeout = (key: ContextKey, def: number) => integer(ctx, key, def, 1, 14 * 24 * 60);
-  const report: StageJobOptions = { gpus: 0, vcpus: 2, memoryGiB: 4, sharedMemoryGiB: 1, timeoutMinutes: timeout('reportTimeoutMinutes', 30) };
+  const report: StageJobOptions = {
+    gpus: 0,
+    vcpus: 2,
+    memoryGiB: 4,
+    sharedMemoryGiB: 1,
+    timeoutMinutes: timeout('reportTimeoutMinutes', 30),
+  };
   typesThatFit(types, report, 'the report job (2 vCPU, 4 GiB)');
-  const gpuStage = (key: ContextKey, def: number): StageJobOptions => ({ ...gpuJob, sharedMemoryGiB, timeoutMinutes: timeout(key, def) });
+  const gpuStage = (key: ContextKey, def: number): StageJobOptions => ({
+    ...gpuJob,
+    sharedMemoryGiB,
+    timeoutMinutes: timeout(key, def),
+  });
   const jobs = {
     quantize: gpuStage('quantizeTimeoutMinutes', 120),
     train: gpuStage('trainTimeoutMinutes', 24 * 60),
@@ -207,7 +238,10 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
   };
   // Each stage may wait RUNNABLE up to the limit, then run every attempt to its timeout; one wave of variants.
   const worstCase =
-    BATCH_STAGES.reduce((sum, s) => sum + runnableTimeoutMinutes + retryAttempts * jobs[s].timeoutMinutes, 0) + 60;
+    BATCH_STAGES.reduce(
+      (sum, s) => sum + runnableTimeoutMinutes + retryAttempts * jobs[s].timeoutMinutes,
+      0,
+    ) + 60;
   const executionTimeoutMinutes = integer(ctx, 'executionTimeoutMinutes', worstCase, 1, 365 * 24 * 60);
   if (executionTimeoutMinutes < worstCase) {
     throw new UserError(
@@ -222,15 +256,27 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
   }
   const bucketName = text(ctx, 'bucketName');
   if (bucketName !== undefined && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucketName)) {
-    throw bad('bucketName', bucketName, 'give an existing S3 bucket name (3–63 lowercase letters, digits, dots, hyphens)');
+    throw bad(
+      'bucketName',
+      bucketName,
+      'give an existing S3 bucket name (3–63 lowercase letters, digits, dots, hyphens)',
+    );
   }
   const logRetentionDays = integer(ctx, 'logRetentionDays', 90, 1, 3653);
   if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) {
-    throw bad('logRetentionDays', ctx.logRetentionDays, `CloudWatch accepts ${LOG_RETENTION_DAYS.join(', ')}`);
+    throw bad(
+      'logRetentionDays',
+      ctx.logRetentionDays,
+      `CloudWatch accepts ${LOG_RETENTION_DAYS.join(', ')}`,
+    );
   }
   const stackName = text(ctx, 'stackName') ?? 'MokaPipeline';
   if (!/^[A-Za-z][A-Za-z0-9-]{0,127}$/.test(stackName)) {
-    throw bad('stackName', stackName, 'give a CloudFormation stack name (a letter, then letters, digits, hyphens)');
+    throw bad(
+      'stackName',
+      stackName,
+      'give a CloudFormation stack name (a letter, then letters, digits, hyphens)',
+    );
   }
   const options: PipelineStackOptions = {
     stackName,
@@ -255,12 +301,16 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
   for (const a of prefixes) {
     for (const b of prefixes) {
       if (a !== b && b.startsWith(a)) {
-        throw new UserError(`context prefixes "${a}" and "${b}" overlap; give runsIncomingPrefix, datasetsPrefix and triggersPrefix separate folders`);
+        throw new UserError(
+          `context prefixes "${a}" and "${b}" overlap; give runsIncomingPrefix, datasetsPrefix and triggersPrefix separate folders`,
+        );
       }
     }
   }
   if (new Set(prefixes).size !== prefixes.length) {
-    throw new UserError(`context prefixes must differ: runsIncomingPrefix, datasetsPrefix and triggersPrefix are ${prefixes.join(', ')}`);
+    throw new UserError(
+      `context prefixes must differ: runsIncomingPrefix, datasetsPrefix and triggersPrefix are ${prefixes.join(', ')}`,
+    );
   }
   return options;
 }

@@ -40,7 +40,10 @@ export interface StageJobDefinitionsProps {
 /** The retry strategy every stage uses, in evaluation order (the first match wins). */
 export function stageRetryStrategies(deterministicFailureExitCode: number): batch.RetryStrategy[] {
   return [
-    batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom({ onExitCode: String(deterministicFailureExitCode) })),
+    batch.RetryStrategy.of(
+      batch.Action.EXIT,
+      batch.Reason.custom({ onExitCode: String(deterministicFailureExitCode) }),
+    ),
     batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.SPOT_INSTANCE_RECLAIMED),
     batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.CANNOT_PULL_CONTAINER),
     batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom({ onReason: '*' })),

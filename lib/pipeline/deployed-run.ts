@@ -7,15 +7,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  FilterLogEventsCommand,
-  type FilteredLogEvent,
-} from '@aws-sdk/client-cloudwatch-logs';
-import {
-  GetExecutionHistoryCommand,
-  StartExecutionCommand,
-  type HistoryEvent,
-} from '@aws-sdk/client-sfn';
+import { FilterLogEventsCommand, type FilteredLogEvent } from '@aws-sdk/client-cloudwatch-logs';
+import { GetExecutionHistoryCommand, StartExecutionCommand, type HistoryEvent } from '@aws-sdk/client-sfn';
 import { UserError } from '../errors.ts';
 import {
   awsUserError,
@@ -29,7 +22,15 @@ import {
 import { newRunId, parseRunConfig, type RunConfigInput } from './run-config.ts';
 import { runKeys } from './run-layout.ts';
 import type { RunStatus, StageRecord } from './status.ts';
-import { getDir, isComplete, joinKey, openStore, putDir, readJson, type ArtifactStore } from './store/index.ts';
+import {
+  getDir,
+  isComplete,
+  joinKey,
+  openStore,
+  putDir,
+  readJson,
+  type ArtifactStore,
+} from './store/index.ts';
 
 /** Where `moka start` uploads a run's local inputs and its config: `inputs/<runId>/…`. */
 export const INPUTS_PREFIX = 'inputs';
@@ -95,7 +96,9 @@ export async function startDeployedRun(
     try {
       kind = await stat(path);
     } catch {
-      throw new UserError(`${u} (in ${args.configPath}) does not exist; give an existing path or an s3:// URI`);
+      throw new UserError(
+        `${u} (in ${args.configPath}) does not exist; give an existing path or an s3:// URI`,
+      );
     }
     const key = `${uploaded.length}-${basename(path)}`;
     const uri = store.uriOf(key);
@@ -144,7 +147,15 @@ export async function startDeployedRun(
   } catch (err) {
     throw awsUserError(err, `starting run ${runId}`);
   }
-  return { runId, executionName, executionArn, consoleLink: executionConsoleLink(executionArn), configUri, uploaded, resumed };
+  return {
+    runId,
+    executionName,
+    executionArn,
+    consoleLink: executionConsoleLink(executionArn),
+    configUri,
+    uploaded,
+    resumed,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------- status
@@ -188,7 +199,9 @@ async function executionHistory(clients: AwsClients, executionArn: string): Prom
   const events: HistoryEvent[] = [];
   let nextToken: string | undefined;
   do {
-    const r = await clients.sfn.send(new GetExecutionHistoryCommand({ executionArn, maxResults: 1000, nextToken }));
+    const r = await clients.sfn.send(
+      new GetExecutionHistoryCommand({ executionArn, maxResults: 1000, nextToken }),
+    );
     events.push(...(r.events ?? []));
     nextToken = r.nextToken;
   } while (nextToken);
@@ -209,7 +222,8 @@ async function trainingProgress(
   for (const line of text.trim().split('\n').reverse()) {
     try {
       const m = JSON.parse(line) as { step?: unknown; loss?: unknown };
-      if (typeof m.step === 'number') return { step: m.step, ...(typeof m.loss === 'number' ? { loss: m.loss } : {}) };
+      if (typeof m.step === 'number')
+        return { step: m.step, ...(typeof m.loss === 'number' ? { loss: m.loss } : {}) };
     } catch {
       // the first line of the window may be cut
     }
@@ -217,7 +231,11 @@ async function trainingProgress(
   return undefined;
 }
 
-export async function deployedRunStatus(clients: AwsClients, stack: DeployedStack, run: string): Promise<DeployedRunStatus> {
+export async function deployedRunStatus(
+  clients: AwsClients,
+  stack: DeployedStack,
+  run: string,
+): Promise<DeployedRunStatus> {
   const e = await findRunExecution(clients, stack, run);
   const arn = e.executionArn ?? executionArnOf(stack.stateMachineArn, run);
   const history = e.status === 'RUNNING' ? await executionHistory(clients, arn) : [];
@@ -262,7 +280,8 @@ export function logStreamsOf(events: readonly HistoryEvent[]): string[] {
         Container?: { LogStreamName?: string };
         Attempts?: { Container?: { LogStreamName?: string } }[];
       };
-      for (const a of job.Attempts ?? []) if (a.Container?.LogStreamName) streams.add(a.Container.LogStreamName);
+      for (const a of job.Attempts ?? [])
+        if (a.Container?.LogStreamName) streams.add(a.Container.LogStreamName);
       if (job.Container?.LogStreamName) streams.add(job.Container.LogStreamName);
     } catch {
       // not a job description
@@ -299,21 +318,31 @@ export async function runLogLines(
     let nextToken: string | undefined;
     do {
       const r = await clients.logs.send(
-        new FilterLogEventsCommand({ logGroupName: stack.jobLogGroup, startTime: since, nextToken, ...extra }),
+        new FilterLogEventsCommand({
+          logGroupName: stack.jobLogGroup,
+          startTime: since,
+          nextToken,
+          ...extra,
+        }),
       );
       out.push(...(r.events ?? []));
       nextToken = r.nextToken;
     } while (nextToken);
     return out;
   };
-  for (const e of await filter({ filterPattern: `"${runId}"` })) if (e.logStreamName) streams.add(e.logStreamName);
+  for (const e of await filter({ filterPattern: `"${runId}"` }))
+    if (e.logStreamName) streams.add(e.logStreamName);
   if (streams.size === 0) return [];
   const names = [...streams];
   const lines: LogLine[] = [];
   for (let i = 0; i < names.length; i += 100) {
     // FilterLogEvents takes at most 100 stream names.
     for (const e of await filter({ logStreamNames: names.slice(i, i + 100) })) {
-      lines.push({ stream: e.logStreamName ?? '', timestamp: e.timestamp ?? 0, message: (e.message ?? '').trimEnd() });
+      lines.push({
+        stream: e.logStreamName ?? '',
+        timestamp: e.timestamp ?? 0,
+        message: (e.message ?? '').trimEnd(),
+      });
     }
   }
   return lines.sort((a, b) => a.timestamp - b.timestamp);
@@ -327,7 +356,12 @@ export async function printRunLogs(
   clients: AwsClients,
   stack: DeployedStack,
   run: string,
-  opts: { follow: boolean; pollMs?: number; write: (line: LogLine) => void; sleep?: (ms: number) => Promise<void> },
+  opts: {
+    follow: boolean;
+    pollMs?: number;
+    write: (line: LogLine) => void;
+    sleep?: (ms: number) => Promise<void>;
+  },
 ): Promise<string> {
   const sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
   let since = 0;
@@ -372,7 +406,9 @@ export async function fetchDeployedRun(
   const store = bucketStore(clients, stack, runKeys(run).run);
   const status = await readJson<RunStatus>(store, 'status.json');
   if (!status) {
-    throw new UserError(`run ${run} has no status.json in s3://${stack.bucket}/${runKeys(run).run}/; check the runId (moka status ${run})`);
+    throw new UserError(
+      `run ${run} has no status.json in s3://${stack.bucket}/${runKeys(run).run}/; check the runId (moka status ${run})`,
+    );
   }
   const folders = [...status.variants.map((v) => joinKey('variants', v, 'adapter')), 'report'];
   const done: string[] = [];
@@ -383,7 +419,9 @@ export async function fetchDeployedRun(
     done.push(join(outDir, ...f.split('/')));
   }
   if (done.length === 0) {
-    throw new UserError(`run ${run} has no finished adapter or report yet (status ${status.status}); see moka status ${run}`);
+    throw new UserError(
+      `run ${run} has no finished adapter or report yet (status ${status.status}); see moka status ${run}`,
+    );
   }
   for (const file of ['config.json', 'status.json']) await store.getFile(file, join(outDir, file));
   return { runId: run, folders: done, status: status.status };

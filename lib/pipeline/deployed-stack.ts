@@ -65,7 +65,9 @@ export function awsUserError(err: unknown, doing: string): unknown {
   const name = (err as Error)?.name ?? '';
   const message = (err as Error)?.message ?? String(err);
   if (name === 'CredentialsProviderError' || /Could not load credentials/i.test(message)) {
-    return new UserError(`${doing}: no AWS credentials found; set AWS_PROFILE (or run aws configure / aws sso login)`);
+    return new UserError(
+      `${doing}: no AWS credentials found; set AWS_PROFILE (or run aws configure / aws sso login)`,
+    );
   }
   if (/Region is missing/i.test(message)) {
     return new UserError(`${doing}: no AWS region; pass --region or set AWS_REGION`);
@@ -80,7 +82,10 @@ export function awsUserError(err: unknown, doing: string): unknown {
 }
 
 /** Reads a deployed stack's outputs. @throws UserError when the stack does not exist or is not a moka stack. */
-export async function describeDeployedStack(clients: Pick<AwsClients, 'cfn'>, name: string): Promise<DeployedStack> {
+export async function describeDeployedStack(
+  clients: Pick<AwsClients, 'cfn'>,
+  name: string,
+): Promise<DeployedStack> {
   let stack;
   try {
     stack = (await clients.cfn.send(new DescribeStacksCommand({ StackName: name }))).Stacks?.[0];
@@ -164,5 +169,7 @@ export async function findRunExecution(
     if (!nextToken) break;
   }
   if (exact) return exact;
-  throw new UserError(`no execution of run ${run} in stack ${stack.name}; check the runId (moka status lists none)`);
+  throw new UserError(
+    `no execution of run ${run} in stack ${stack.name}; check the runId (moka status lists none)`,
+  );
 }

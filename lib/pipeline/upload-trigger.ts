@@ -25,11 +25,7 @@
  */
 import { createHash } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import {
-  ListExecutionsCommand,
-  StartExecutionCommand,
-  type SFNClient,
-} from '@aws-sdk/client-sfn';
+import { ListExecutionsCommand, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { JsonLogger } from './json-log.ts';
 import { COMPLETE_MARKER } from './store/artifact-store.ts';
 
@@ -90,7 +86,12 @@ export interface S3ObjectRef {
 export type UploadOutcome =
   | { readonly outcome: 'ignored'; readonly reason: string; readonly key?: string }
   | { readonly outcome: 'rejected'; readonly reason: string; readonly key: string }
-  | { readonly outcome: 'started' | 'duplicate'; readonly executionName: string; readonly key: string; readonly executionArn?: string };
+  | {
+      readonly outcome: 'started' | 'duplicate';
+      readonly executionName: string;
+      readonly key: string;
+      readonly executionArn?: string;
+    };
 
 /**
  * S3 object keys in notifications may be URL-encoded (a space as "+", other bytes as %XX); EventBridge's are
@@ -110,15 +111,25 @@ export function decodeS3Key(key: string): string {
  */
 export function executionNameFor(label: string, object: S3ObjectRef, sequencer?: string): string {
   const identity = object.versionId ?? `${object.etag ?? ''}:${sequencer ?? ''}`;
-  const hash = createHash('sha256').update(`${object.bucket}/${object.key}@${identity}`).digest('hex').slice(0, 16);
-  const safe = label.replace(/[^A-Za-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 80 - 17) || 'upload';
+  const hash = createHash('sha256')
+    .update(`${object.bucket}/${object.key}@${identity}`)
+    .digest('hex')
+    .slice(0, 16);
+  const safe =
+    label
+      .replace(/[^A-Za-z0-9_-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 80 - 17) || 'upload';
   return `${safe}-${hash}`;
 }
 
 /** Decides what an event means (pure). */
 export function classifyUpload(event: ObjectCreatedEvent, settings: UploadTriggerSettings): UploadAction {
   if (event.source !== 'aws.s3' || event['detail-type'] !== 'Object Created') {
-    return { kind: 'ignore', reason: `not an S3 "Object Created" event (${event.source}/${event['detail-type']})` };
+    return {
+      kind: 'ignore',
+      reason: `not an S3 "Object Created" event (${event.source}/${event['detail-type']})`,
+    };
   }
   const bucket = event.detail?.bucket?.name;
   const rawKey = event.detail?.object?.key;
@@ -135,13 +146,21 @@ export function classifyUpload(event: ObjectCreatedEvent, settings: UploadTrigge
     if (file.includes('/') || !file.endsWith('.json') || file === '.json') {
       return { kind: 'ignore', reason: `only ${settings.runsIncomingPrefix}<name>.json starts a run`, key };
     }
-    return { kind: 'run-config', object, executionName: executionNameFor(file.slice(0, -'.json'.length), object, sequencer) };
+    return {
+      kind: 'run-config',
+      object,
+      executionName: executionNameFor(file.slice(0, -'.json'.length), object, sequencer),
+    };
   }
   if (key.startsWith(settings.datasetsPrefix)) {
     const rest = key.slice(settings.datasetsPrefix.length);
     const parts = rest.split('/');
     if (parts.length < 2 || parts[parts.length - 1] !== READY_OBJECT) {
-      return { kind: 'ignore', reason: `data files wait for ${settings.datasetsPrefix}<name>/…/${READY_OBJECT}`, key };
+      return {
+        kind: 'ignore',
+        reason: `data files wait for ${settings.datasetsPrefix}<name>/…/${READY_OBJECT}`,
+        key,
+      };
     }
     const dataset = parts[0]!;
     if (!DATASET_NAME_PATTERN.test(dataset)) {
@@ -180,15 +199,26 @@ export function parseRetrainTemplate(text: string, where: string): RetrainTempla
     throw new Error(`${where} is not valid JSON (${(err as Error).message})`);
   }
   const t = json as Record<string, unknown>;
-  if (!t || typeof t !== 'object' || Array.isArray(t) || !t.config || typeof t.config !== 'object' || Array.isArray(t.config)) {
+  if (
+    !t ||
+    typeof t !== 'object' ||
+    Array.isArray(t) ||
+    !t.config ||
+    typeof t.config !== 'object' ||
+    Array.isArray(t.config)
+  ) {
     throw new Error(`${where} must be {"config": {…a run config…}, "initFromPrevious": true|false}`);
   }
   const unknown = Object.keys(t).filter((k) => k !== 'config' && k !== 'initFromPrevious');
-  if (unknown.length > 0) throw new Error(`${where}: unknown field(s) ${unknown.map((k) => `"${k}"`).join(', ')}`);
+  if (unknown.length > 0)
+    throw new Error(`${where}: unknown field(s) ${unknown.map((k) => `"${k}"`).join(', ')}`);
   if (t.initFromPrevious !== undefined && typeof t.initFromPrevious !== 'boolean') {
     throw new Error(`${where}: initFromPrevious must be true or false`);
   }
-  return { config: t.config as Record<string, unknown>, initFromPrevious: t.initFromPrevious as boolean | undefined };
+  return {
+    config: t.config as Record<string, unknown>,
+    initFromPrevious: t.initFromPrevious as boolean | undefined,
+  };
 }
 
 const isAbsoluteUri = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || s.startsWith('/');
@@ -201,11 +231,22 @@ const isAbsoluteUri = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s) || s.sta
  */
 export function buildRetrainConfig(
   template: RetrainTemplate,
-  args: { runId: string; bucket: string; folder: string; previousAdapters?: Readonly<Record<string, string>> },
+  args: {
+    runId: string;
+    bucket: string;
+    folder: string;
+    previousAdapters?: Readonly<Record<string, string>>;
+  },
 ): Record<string, unknown> {
   const folderUri = `s3://${args.bucket}/${args.folder}`;
   const resolve = (v: unknown): unknown =>
-    typeof v === 'string' ? (isAbsoluteUri(v) ? v : `${folderUri}${v.replace(/^\.\//, '')}`) : Array.isArray(v) ? v.map(resolve) : v;
+    typeof v === 'string'
+      ? isAbsoluteUri(v)
+        ? v
+        : `${folderUri}${v.replace(/^\.\//, '')}`
+      : Array.isArray(v)
+        ? v.map(resolve)
+        : v;
   const config = structuredClone(template.config);
   const data = { ...((config.data as Record<string, unknown> | undefined) ?? {}) };
   data.train = data.train === undefined ? folderUri : resolve(data.train);
@@ -303,9 +344,12 @@ async function objectExists(s3: UploadTriggerDeps['s3'], bucket: string, key: st
 export function templateVariantNames(config: Record<string, unknown>): string[] {
   const adapters = config.adapters;
   if (Array.isArray(adapters)) {
-    return adapters.flatMap((v) => (v && typeof v === 'object' && typeof v.name === 'string' ? [v.name as string] : []));
+    return adapters.flatMap((v) =>
+      v && typeof v === 'object' && typeof v.name === 'string' ? [v.name as string] : [],
+    );
   }
-  const type = adapters && typeof adapters === 'object' ? (adapters as Record<string, unknown>).type : undefined;
+  const type =
+    adapters && typeof adapters === 'object' ? (adapters as Record<string, unknown>).type : undefined;
   return typeof type === 'string' ? [type] : [];
 }
 
@@ -327,7 +371,10 @@ async function startExecution(
     return { outcome: 'started', executionName, key, executionArn: r.executionArn };
   } catch (err) {
     if ((err as Error).name === 'ExecutionAlreadyExists') {
-      deps.log('info', 'duplicate event: the execution for this upload already exists', { key, executionName });
+      deps.log('info', 'duplicate event: the execution for this upload already exists', {
+        key,
+        executionName,
+      });
       return { outcome: 'duplicate', executionName, key };
     }
     throw err;
@@ -344,7 +391,10 @@ function reject(deps: UploadTriggerDeps, key: string, reason: string): UploadOut
  * one execution. Throws only on AWS errors (S3 reads, Step Functions), so that Lambda retries them and sends the
  * event to the dead-letter queue when they persist.
  */
-export async function handleUpload(event: ObjectCreatedEvent, deps: UploadTriggerDeps): Promise<UploadOutcome> {
+export async function handleUpload(
+  event: ObjectCreatedEvent,
+  deps: UploadTriggerDeps,
+): Promise<UploadOutcome> {
   const action = classifyUpload(event, deps.settings);
   if (action.kind === 'ignore') {
     deps.log('info', 'event ignored', { reason: action.reason, key: action.key });
@@ -369,7 +419,11 @@ export async function handleUpload(event: ObjectCreatedEvent, deps: UploadTrigge
   const templateKey = `${deps.settings.triggersPrefix}${action.dataset}.json`;
   const templateText = await readObject(deps.s3, { bucket: action.object.bucket, key: templateKey });
   if (templateText === null) {
-    return reject(deps, key, `no retraining template s3://${action.object.bucket}/${templateKey}; upload one (docs/deploy.md)`);
+    return reject(
+      deps,
+      key,
+      `no retraining template s3://${action.object.bucket}/${templateKey}; upload one (docs/deploy.md)`,
+    );
   }
   let template: RetrainTemplate;
   try {
@@ -385,11 +439,15 @@ export async function handleUpload(event: ObjectCreatedEvent, deps: UploadTrigge
       dataset: action.dataset,
       variants: templateVariantNames(template.config),
     });
-    deps.log('info', previous ? 'retraining from the previous adapters' : 'no previous succeeded run: training from scratch', {
-      dataset: action.dataset,
-      previousRunId: previous?.runId,
-      adapters: previous?.adapters,
-    });
+    deps.log(
+      'info',
+      previous ? 'retraining from the previous adapters' : 'no previous succeeded run: training from scratch',
+      {
+        dataset: action.dataset,
+        previousRunId: previous?.runId,
+        adapters: previous?.adapters,
+      },
+    );
   }
   const config = buildRetrainConfig(template, {
     runId: action.executionName,

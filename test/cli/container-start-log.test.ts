@@ -15,10 +15,14 @@ afterEach(() => rmSync(dir, { recursive: true, force: true }));
 describe('logContainerStart', () => {
   it('logs the provider requested by the run config, the one chosen and why, with the runId', async () => {
     mkdirSync(join(dir, 'runs', 'exp-1'), { recursive: true });
-    writeFileSync(join(dir, 'runs', 'exp-1', 'config.json'), JSON.stringify({ runId: 'exp-1', compute: { provider: 'auto' } }));
+    writeFileSync(
+      join(dir, 'runs', 'exp-1', 'config.json'),
+      JSON.stringify({ runId: 'exp-1', compute: { provider: 'auto' } }),
+    );
     const lines: Record<string, unknown>[] = [];
-    await logContainerStart({ stage: 'train', runUri: join(dir, 'runs', 'exp-1'), variant: 'moka' }, (level, msg, f) =>
-      lines.push({ level, msg, ...f }),
+    await logContainerStart(
+      { stage: 'train', runUri: join(dir, 'runs', 'exp-1'), variant: 'moka' },
+      (level, msg, f) => lines.push({ level, msg, ...f }),
     );
     expect(lines).toHaveLength(1);
     // This machine: whatever it has decides the expected provider (a CI machine has neither GPU nor CUDA provider).
@@ -37,7 +41,9 @@ describe('logContainerStart', () => {
 
   it('still logs the decision (for cpu) when the run config cannot be read', async () => {
     const lines: Record<string, unknown>[] = [];
-    await logContainerStart({ stage: 'quantize', runUri: join(dir, 'not-a-run') }, (level, msg, f) => lines.push({ level, msg, ...f }));
+    await logContainerStart({ stage: 'quantize', runUri: join(dir, 'not-a-run') }, (level, msg, f) =>
+      lines.push({ level, msg, ...f }),
+    );
     expect(lines[0]).toMatchObject({ level: 'warn', msg: 'run config not readable at container start' });
     expect(lines[1]).toMatchObject({ requested: 'cpu', stage: 'quantize' });
   });

@@ -42,13 +42,22 @@ describe('validate-run and finalize handlers', () => {
     });
     expect(lines[0]).toMatchObject({ level: 'info', msg: 'run validated', runId: 'h-1', variants: ['lora'] });
     expect(typeof lines[0]!.time).toBe('string');
-    const summary = await finalize({ ...plan, error: { Error: 'States.TaskFailed', Cause: '{"StatusReason":"Essential container exited"}' } });
+    const summary = await finalize({
+      ...plan,
+      error: { Error: 'States.TaskFailed', Cause: '{"StatusReason":"Essential container exited"}' },
+    });
     expect(summary.status).toBe('FAILED');
     expect(lines[1]).toMatchObject({ level: 'warn', msg: 'run failed', runId: 'h-1', status: 'FAILED' });
   });
 
   it('log a rejected input at warn level with the problems, then fail', async () => {
-    await expect(validateRun({ model: 's3://models-bucket/m', adapters: { type: 'nope' } })).rejects.toThrow(/invalid \(2 problems\)/);
-    expect(lines[0]).toMatchObject({ level: 'warn', msg: 'run rejected', error: { name: 'UserError', message: expect.stringContaining('adapters.type') } });
+    await expect(validateRun({ model: 's3://models-bucket/m', adapters: { type: 'nope' } })).rejects.toThrow(
+      /invalid \(2 problems\)/,
+    );
+    expect(lines[0]).toMatchObject({
+      level: 'warn',
+      msg: 'run rejected',
+      error: { name: 'UserError', message: expect.stringContaining('adapters.type') },
+    });
   });
 });

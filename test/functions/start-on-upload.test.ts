@@ -27,13 +27,21 @@ const settings = {
   triggersPrefix: 'triggers/',
 };
 
-function event(key: string, extra: { version?: string; etag?: string; bucket?: string } = {}): ObjectCreatedEvent {
+function event(
+  key: string,
+  extra: { version?: string; etag?: string; bucket?: string } = {},
+): ObjectCreatedEvent {
   return {
     source: 'aws.s3',
     'detail-type': 'Object Created',
     detail: {
       bucket: { name: extra.bucket ?? BUCKET },
-      object: { key, etag: extra.etag ?? 'd41d8cd98f00b204e9800998ecf8427e', 'version-id': extra.version, sequencer: '00617F0' },
+      object: {
+        key,
+        etag: extra.etag ?? 'd41d8cd98f00b204e9800998ecf8427e',
+        'version-id': extra.version,
+        sequencer: '00617F0',
+      },
       reason: 'PutObject',
     },
   };
@@ -70,10 +78,16 @@ afterAll(() => {
 
 describe('classifyUpload', () => {
   it('ignores keys the pipeline writes under runs/, keys outside the watched prefixes, and other events', () => {
-    for (const key of ['runs/r1/config.json', 'runs/r1/variants/moka/checkpoints/step-10/adapter.safetensors', 'models/tiny/config.json']) {
+    for (const key of [
+      'runs/r1/config.json',
+      'runs/r1/variants/moka/checkpoints/step-10/adapter.safetensors',
+      'models/tiny/config.json',
+    ]) {
       expect(classifyUpload(event(key), settings).kind).toBe('ignore');
     }
-    expect(classifyUpload({ ...event('runs-incoming/a.json'), source: 'aws.ec2' }, settings).kind).toBe('ignore');
+    expect(classifyUpload({ ...event('runs-incoming/a.json'), source: 'aws.ec2' }, settings).kind).toBe(
+      'ignore',
+    );
     expect(classifyUpload(event('runs-incoming/a.json', { bucket: 'other' }), settings).kind).toBe('ignore');
     // Only <prefix><name>.json starts a run, and only _READY commits a data set.
     expect(classifyUpload(event('runs-incoming/notes.txt'), settings).kind).toBe('ignore');
@@ -101,7 +115,9 @@ describe('classifyUpload', () => {
     expect(executionNameFor('x', o)).toBe(executionNameFor('x', { ...o }));
     expect(executionNameFor('x', o)).not.toBe(executionNameFor('x', { ...o, versionId: 'v2' }));
     const unversioned = { bucket: BUCKET, key: 'k', etag: 'e1' };
-    expect(executionNameFor('x', unversioned, 's1')).not.toBe(executionNameFor('x', { ...unversioned, etag: 'e2' }, 's1'));
+    expect(executionNameFor('x', unversioned, 's1')).not.toBe(
+      executionNameFor('x', { ...unversioned, etag: 'e2' }, 's1'),
+    );
   });
 });
 
@@ -159,9 +175,14 @@ describe('handleUpload', () => {
     const r = await handleUpload(event('runs-incoming/bad.json'), deps);
     expect(r).toMatchObject({ outcome: 'rejected' });
     expect(lines.at(-1)).toMatchObject({ level: 'error', msg: 'upload rejected' });
-    s3.on(GetObjectCommand, { Key: 'triggers/support.json' }).rejects(Object.assign(new Error('no'), { name: 'NoSuchKey' }));
+    s3.on(GetObjectCommand, { Key: 'triggers/support.json' }).rejects(
+      Object.assign(new Error('no'), { name: 'NoSuchKey' }),
+    );
     const t = await handleUpload(event('datasets/support/_READY'), deps);
-    expect(t).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('triggers/support.json') });
+    expect(t).toMatchObject({
+      outcome: 'rejected',
+      reason: expect.stringContaining('triggers/support.json'),
+    });
     expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(0);
   });
 
@@ -179,22 +200,43 @@ describe('handleUpload', () => {
           { name: 'moka', type: 'moka', r: 2 },
           { name: 'lora', type: 'lora', r: 4 },
         ],
-        data: { train: 'train.jsonl', validation: ['./val.jsonl', 's3://other-bucket/fixed.jsonl'], format: 'alpaca' },
+        data: {
+          train: 'train.jsonl',
+          validation: ['./val.jsonl', 's3://other-bucket/fixed.jsonl'],
+          format: 'alpaca',
+        },
         training: { maxSteps: 5 },
       },
     };
-    s3.on(GetObjectCommand, { Bucket: BUCKET, Key: 'triggers/support.json' }).resolves({ Body: body(JSON.stringify(template)) });
+    s3.on(GetObjectCommand, { Bucket: BUCKET, Key: 'triggers/support.json' }).resolves({
+      Body: body(JSON.stringify(template)),
+    });
     const prevName = 'retrain-support-0123456789abcdef';
     sfn.on(ListExecutionsCommand).resolves({
       executions: [
         // newest first: a run of another data set whose name starts the same way, then the one we want
-        { name: 'retrain-support-x-0123456789abcdef', executionArn: `${SM}:other`, stateMachineArn: SM, status: 'SUCCEEDED', startDate: new Date() },
-        { name: prevName, executionArn: `${SM}:${prevName}`, stateMachineArn: SM, status: 'SUCCEEDED', startDate: new Date() },
+        {
+          name: 'retrain-support-x-0123456789abcdef',
+          executionArn: `${SM}:other`,
+          stateMachineArn: SM,
+          status: 'SUCCEEDED',
+          startDate: new Date(),
+        },
+        {
+          name: prevName,
+          executionArn: `${SM}:${prevName}`,
+          stateMachineArn: SM,
+          status: 'SUCCEEDED',
+          startDate: new Date(),
+        },
       ],
     });
     // Only the moka adapter of the previous run is complete.
     s3.on(HeadObjectCommand).rejects(Object.assign(new Error('not found'), { name: 'NotFound' }));
-    s3.on(HeadObjectCommand, { Bucket: BUCKET, Key: `runs/${prevName}/variants/moka/adapter/_COMPLETE` }).resolves({});
+    s3.on(HeadObjectCommand, {
+      Bucket: BUCKET,
+      Key: `runs/${prevName}/variants/moka/adapter/_COMPLETE`,
+    }).resolves({});
     sfn.on(StartExecutionCommand).resolves({ executionArn: 'arn' });
     const r = await handleUpload(event('datasets/support/2026-11-30/_READY', { version: 'v3' }), deps);
     expect(r.outcome).toBe('started');
@@ -210,10 +252,19 @@ describe('handleUpload', () => {
       ...template.config,
       runId: start.name,
       adapters: [
-        { name: 'moka', type: 'moka', r: 2, initFrom: `s3://${BUCKET}/runs/${prevName}/variants/moka/adapter` },
+        {
+          name: 'moka',
+          type: 'moka',
+          r: 2,
+          initFrom: `s3://${BUCKET}/runs/${prevName}/variants/moka/adapter`,
+        },
         { name: 'lora', type: 'lora', r: 4 }, // no previous adapter of this name: trained from scratch
       ],
-      data: { train: `${folder}train.jsonl`, validation: [`${folder}val.jsonl`, 's3://other-bucket/fixed.jsonl'], format: 'alpaca' },
+      data: {
+        train: `${folder}train.jsonl`,
+        validation: [`${folder}val.jsonl`, 's3://other-bucket/fixed.jsonl'],
+        format: 'alpaca',
+      },
     });
   });
 });
@@ -222,7 +273,12 @@ describe('buildRetrainConfig', () => {
   it('takes the whole folder as training data when the template names none, and names a single adapter', () => {
     const c = buildRetrainConfig(
       { config: { model: 'm', adapters: { type: 'lora', r: 8 } } },
-      { runId: 'retrain-a-0000000000000000', bucket: 'b', folder: 'datasets/a/', previousAdapters: { lora: 's3://b/prev' } },
+      {
+        runId: 'retrain-a-0000000000000000',
+        bucket: 'b',
+        folder: 'datasets/a/',
+        previousAdapters: { lora: 's3://b/prev' },
+      },
     );
     expect(c).toEqual({
       model: 'm',

@@ -14,7 +14,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 
-const notFound = () => Object.assign(new Error('not found'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } });
+const notFound = () =>
+  Object.assign(new Error('not found'), { name: 'NoSuchKey', $metadata: { httpStatusCode: 404 } });
 
 async function bytesOf(body: unknown): Promise<Buffer> {
   if (typeof body === 'string') return Buffer.from(body);
@@ -49,7 +50,8 @@ export function fakeS3() {
     });
     mock.on(HeadObjectCommand).callsFake(async (i: { Bucket: string; Key: string }) => {
       const buf = objects.get(`${i.Bucket}/${i.Key}`);
-      if (!buf) throw Object.assign(new Error('not found'), { name: 'NotFound', $metadata: { httpStatusCode: 404 } });
+      if (!buf)
+        throw Object.assign(new Error('not found'), { name: 'NotFound', $metadata: { httpStatusCode: 404 } });
       return { ContentLength: buf.length };
     });
     mock.on(ListObjectsV2Command).callsFake(async (i: { Bucket: string; Prefix?: string }) => {
@@ -68,7 +70,8 @@ export function fakeS3() {
   return {
     mock,
     objects,
-    put: (bucket: string, key: string, body: string | Buffer) => objects.set(`${bucket}/${key}`, Buffer.from(body)),
+    put: (bucket: string, key: string, body: string | Buffer) =>
+      objects.set(`${bucket}/${key}`, Buffer.from(body)),
     text: (bucket: string, key: string) => objects.get(`${bucket}/${key}`)?.toString('utf8'),
     reset() {
       objects.clear();

@@ -41,7 +41,9 @@ afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 describe('artifact bucket', () => {
   it('is encrypted, versioned, private, TLS-only and sends events to EventBridge', () => {
     template.hasResourceProperties('AWS::S3::Bucket', {
-      BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] },
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      },
       VersioningConfiguration: { Status: 'Enabled' },
       PublicAccessBlockConfiguration: {
         BlockPublicAcls: true,
@@ -66,7 +68,11 @@ describe('artifact bucket', () => {
     const [, bucket] = byType('AWS::S3::Bucket')[0]!;
     const rules = (bucket.Properties.LifecycleConfiguration as { Rules: Record<string, unknown>[] }).Rules;
     expect(rules).toEqual([
-      { Id: 'abort-incomplete-multipart-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 }, Status: 'Enabled' },
+      {
+        Id: 'abort-incomplete-multipart-uploads',
+        AbortIncompleteMultipartUpload: { DaysAfterInitiation: 7 },
+        Status: 'Enabled',
+      },
       {
         Id: 'expire-old-checkpoints-and-versions',
         NoncurrentVersionExpiration: { NoncurrentDays: 7 },
@@ -82,7 +88,9 @@ describe('GPU Batch', () => {
     const envs = byType('AWS::Batch::ComputeEnvironment');
     expect(envs).toHaveLength(2);
     const spot = envs.find(([, r]) => (r.Properties.ComputeResources as { Type: string }).Type === 'SPOT')!;
-    const onDemand = envs.find(([, r]) => (r.Properties.ComputeResources as { Type: string }).Type === 'EC2')!;
+    const onDemand = envs.find(
+      ([, r]) => (r.Properties.ComputeResources as { Type: string }).Type === 'EC2',
+    )!;
     for (const [, env] of [spot, onDemand]) {
       expect(env.Properties.ComputeResources).toMatchObject({
         Ec2Configuration: [{ ImageType: 'ECS_AL2023_NVIDIA' }],
@@ -102,7 +110,8 @@ describe('GPU Batch', () => {
     const [, queue] = byType('AWS::Batch::JobQueue')[0]!;
     const actions = queue.Properties.JobStateTimeLimitActions as Record<string, unknown>[];
     expect(actions.length).toBeGreaterThanOrEqual(1);
-    for (const a of actions) expect(a).toMatchObject({ Action: 'CANCEL', State: 'RUNNABLE', MaxTimeSeconds: 45 * 60 });
+    for (const a of actions)
+      expect(a).toMatchObject({ Action: 'CANCEL', State: 'RUNNABLE', MaxTimeSeconds: 45 * 60 });
     expect(actions.map((a) => a.Reason)).toContain('CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY');
   });
 
@@ -124,7 +133,12 @@ describe('GPU Batch', () => {
     template.hasResourceProperties('AWS::EC2::LaunchTemplate', {
       LaunchTemplateData: Match.objectLike({
         MetadataOptions: { HttpTokens: 'required' },
-        BlockDeviceMappings: [{ DeviceName: '/dev/xvda', Ebs: Match.objectLike({ Encrypted: true, VolumeType: 'gp3', VolumeSize: 200 }) }],
+        BlockDeviceMappings: [
+          {
+            DeviceName: '/dev/xvda',
+            Ebs: Match.objectLike({ Encrypted: true, VolumeType: 'gp3', VolumeSize: 200 }),
+          },
+        ],
       }),
     });
   });
@@ -135,7 +149,9 @@ describe('job definitions', () => {
     const found = byType('AWS::Batch::JobDefinition').filter(([id]) => id.startsWith(`Stages${stage}Job`));
     expect(found).toHaveLength(1);
     return found[0]![1].Properties as {
-      ContainerProperties: Record<string, unknown> & { ResourceRequirements: { Type: string; Value: string }[] };
+      ContainerProperties: Record<string, unknown> & {
+        ResourceRequirements: { Type: string; Value: string }[];
+      };
       RetryStrategy: { Attempts: number; EvaluateOnExit: Record<string, string>[] };
       Timeout: { AttemptDurationSeconds: number };
     };
@@ -158,11 +174,22 @@ describe('job definitions', () => {
   it('give the report stage a CPU job (no GPU reservation)', () => {
     const r = jobDef('report').ContainerProperties.ResourceRequirements;
     expect(r.find((x) => x.Type === 'GPU')).toBeUndefined();
-    expect(r).toEqual(expect.arrayContaining([{ Type: 'VCPU', Value: '2' }, { Type: 'MEMORY', Value: '4096' }]));
+    expect(r).toEqual(
+      expect.arrayContaining([
+        { Type: 'VCPU', Value: '2' },
+        { Type: 'MEMORY', Value: '4096' },
+      ]),
+    );
   });
 
   it('run `moka stage <stage>` with the run URI (and variant) as job parameters', () => {
-    expect(jobDef('train').ContainerProperties.Command).toEqual(['train', '--run', 'Ref::runUri', '--variant', 'Ref::variant']);
+    expect(jobDef('train').ContainerProperties.Command).toEqual([
+      'train',
+      '--run',
+      'Ref::runUri',
+      '--variant',
+      'Ref::variant',
+    ]);
     expect(jobDef('quantize').ContainerProperties.Command).toEqual(['quantize', '--run', 'Ref::runUri']);
     expect(jobDef('report').ContainerProperties.Command).toEqual(['report', '--run', 'Ref::runUri']);
   });
@@ -187,13 +214,26 @@ describe('job definitions', () => {
 
 describe('state machine', () => {
   it("has the pipeline's states, its Batch tasks on this stack's queue and job definitions", () => {
-    const asl = extractStateMachineDefinition(stack) as { StartAt: string; States: Record<string, Record<string, unknown>> };
+    const asl = extractStateMachineDefinition(stack) as {
+      StartAt: string;
+      States: Record<string, Record<string, unknown>>;
+    };
     expect(asl.StartAt).toBe(STATE_NAMES.validate);
     const names = JSON.stringify(asl);
-    for (const n of [STATE_NAMES.validate, STATE_NAMES.quantize, STATE_NAMES.train, STATE_NAMES.evaluate, STATE_NAMES.report, STATE_NAMES.finalize]) {
+    for (const n of [
+      STATE_NAMES.validate,
+      STATE_NAMES.quantize,
+      STATE_NAMES.train,
+      STATE_NAMES.evaluate,
+      STATE_NAMES.report,
+      STATE_NAMES.finalize,
+    ]) {
       expect(names).toContain(`"${n}"`);
     }
-    const quantize = asl.States[STATE_NAMES.quantize] as { Resource: string; Parameters: Record<string, unknown> };
+    const quantize = asl.States[STATE_NAMES.quantize] as {
+      Resource: string;
+      Parameters: Record<string, unknown>;
+    };
     expect(quantize.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
     expect(quantize.Parameters).toMatchObject({ Parameters: { 'runUri.$': '$.runUri' } });
   });
@@ -203,7 +243,9 @@ describe('state machine', () => {
       LoggingConfiguration: Match.objectLike({ Level: 'ALL', IncludeExecutionData: true }),
       TracingConfiguration: { Enabled: true },
     });
-    template.hasResourceProperties('AWS::Logs::LogGroup', { LogGroupName: '/aws/vendedlogs/states/MokaTest-pipeline' });
+    template.hasResourceProperties('AWS::Logs::LogGroup', {
+      LogGroupName: '/aws/vendedlogs/states/MokaTest-pipeline',
+    });
   });
 });
 
@@ -259,7 +301,9 @@ describe('upload trigger', () => {
   });
 
   it('runs the Lambdas on Node.js 22.x or newer with JSON logs', () => {
-    const fns = byType('AWS::Lambda::Function').filter(([id]) => !id.startsWith('BucketNotificationsHandler'));
+    const fns = byType('AWS::Lambda::Function').filter(
+      ([id]) => !id.startsWith('BucketNotificationsHandler'),
+    );
     expect(fns).toHaveLength(3);
     for (const [, f] of fns) {
       expect(Number(/^nodejs(\d+)\.x$/.exec(f.Properties.Runtime as string)?.[1])).toBeGreaterThanOrEqual(22);
@@ -320,8 +364,12 @@ describe('bundled Lambdas (the esbuild output that deploys)', () => {
       mkdirSync(join(work, 'model'));
       writeFileSync(join(work, 'model', 'config.json'), '{}');
       writeFileSync(join(work, 'train.jsonl'), '{"instruction":"a","output":"b"}\n');
-      const { handler } = (await import(bundleOf('ValidateRunFunction'))) as { handler: (e: unknown) => Promise<{ runId: string }> };
-      await expect(handler({ model: 's3://models-bucket/m', adapters: { type: 'nope' } })).rejects.toThrow(/invalid \(2 problems\)/);
+      const { handler } = (await import(bundleOf('ValidateRunFunction'))) as {
+        handler: (e: unknown) => Promise<{ runId: string }>;
+      };
+      await expect(handler({ model: 's3://models-bucket/m', adapters: { type: 'nope' } })).rejects.toThrow(
+        /invalid \(2 problems\)/,
+      );
       const plan = await handler({
         runId: 'bundle-check',
         model: join(work, 'model'),
@@ -330,7 +378,9 @@ describe('bundled Lambdas (the esbuild output that deploys)', () => {
         data: { train: join(work, 'train.jsonl') },
       });
       expect(plan).toMatchObject({ runId: 'bundle-check', variants: ['lora'], quantizeNeeded: false });
-      const written = JSON.parse(readFileSync(join(work, 'store', 'runs', 'bundle-check', 'config.json'), 'utf8'));
+      const written = JSON.parse(
+        readFileSync(join(work, 'store', 'runs', 'bundle-check', 'config.json'), 'utf8'),
+      );
       expect(written.runId).toBe('bundle-check');
     } finally {
       if (saved === undefined) delete process.env.MOKA_ARTIFACT_URI;
@@ -340,20 +390,42 @@ describe('bundled Lambdas (the esbuild output that deploys)', () => {
   });
 
   it('start-on-upload loads and ignores an event outside the watched prefixes without calling AWS', async () => {
-    const env = { STATE_MACHINE_ARN: 'arn:aws:states:us-east-1:123456789012:stateMachine:x', BUCKET_NAME: 'b', RUNS_INCOMING_PREFIX: 'runs-incoming/', DATASETS_PREFIX: 'datasets/', TRIGGERS_PREFIX: 'triggers/', AWS_REGION: 'us-east-1' };
+    const env = {
+      STATE_MACHINE_ARN: 'arn:aws:states:us-east-1:123456789012:stateMachine:x',
+      BUCKET_NAME: 'b',
+      RUNS_INCOMING_PREFIX: 'runs-incoming/',
+      DATASETS_PREFIX: 'datasets/',
+      TRIGGERS_PREFIX: 'triggers/',
+      AWS_REGION: 'us-east-1',
+    };
     const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
     Object.assign(process.env, env);
     const write = process.stdout.write.bind(process.stdout);
     const lines: string[] = [];
-    process.stdout.write = ((chunk: string) => (lines.push(String(chunk)), true)) as typeof process.stdout.write;
+    process.stdout.write = ((chunk: string) => (
+      lines.push(String(chunk)),
+      true
+    )) as typeof process.stdout.write;
     try {
-      const { handler } = (await import(bundleOf('UploadTriggerStartOnUploadFunction'))) as { handler: (e: unknown) => Promise<unknown> };
-      const r = await handler({ source: 'aws.s3', 'detail-type': 'Object Created', detail: { bucket: { name: 'b' }, object: { key: 'runs/x/status.json' } } });
+      const { handler } = (await import(bundleOf('UploadTriggerStartOnUploadFunction'))) as {
+        handler: (e: unknown) => Promise<unknown>;
+      };
+      const r = await handler({
+        source: 'aws.s3',
+        'detail-type': 'Object Created',
+        detail: { bucket: { name: 'b' }, object: { key: 'runs/x/status.json' } },
+      });
       expect(r).toMatchObject({ outcome: 'ignored' });
     } finally {
       process.stdout.write = write;
-      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+      for (const [k, v] of Object.entries(saved))
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
     }
-    expect(JSON.parse(lines.find((l) => l.includes('event ignored'))!)).toMatchObject({ level: 'info', msg: 'event ignored', key: 'runs/x/status.json' });
+    expect(JSON.parse(lines.find((l) => l.includes('event ignored'))!)).toMatchObject({
+      level: 'info',
+      msg: 'event ignored',
+      key: 'runs/x/status.json',
+    });
   });
 });

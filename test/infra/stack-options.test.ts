@@ -20,7 +20,13 @@ describe('parseStackOptions', () => {
     const o = parseStackOptions({});
     expect(o.jobs.train).toMatchObject({ gpus: 1, vcpus: 4, memoryGiB: 14, sharedMemoryGiB: 7 });
     expect(o.jobs.report.gpus).toBe(0);
-    expect(o).toMatchObject({ spot: true, maxVcpus: 64, retryAttempts: 5, runsIncomingPrefix: 'runs-incoming/', datasetsPrefix: 'datasets/' });
+    expect(o).toMatchObject({
+      spot: true,
+      maxVcpus: 64,
+      retryAttempts: 5,
+      runsIncomingPrefix: 'runs-incoming/',
+      datasetsPrefix: 'datasets/',
+    });
     const four = parseStackOptions({ instanceTypes: 'g5.12xlarge,g6.12xlarge', gpusPerJob: '4' });
     expect(four.jobs.train).toMatchObject({ gpus: 4, vcpus: 48, memoryGiB: 192 - 20 });
   });
@@ -54,7 +60,9 @@ describe('parseStackOptions', () => {
     expect(fail({ datasetsPrefix: 'runs/' })).toContain('retrigger');
     expect(fail({ runsIncomingPrefix: 'incoming' })).toContain('ending with "/"');
     expect(fail({ runsIncomingPrefix: 'in/', datasetsPrefix: 'in/data/' })).toContain('overlap');
-    expect(fail({ executionTimeoutMinutes: '600' })).toMatch(/shorter than the stages' worst case of \d+ minutes/);
+    expect(fail({ executionTimeoutMinutes: '600' })).toMatch(
+      /shorter than the stages' worst case of \d+ minutes/,
+    );
     expect(fail({ logRetentionDays: '10' })).toContain('CloudWatch accepts');
     expect(fail({ alarmEmail: 'nobody' })).toContain('e-mail');
     expect(fail({ maxVcpus: '2' })).toContain('at least');
@@ -68,7 +76,9 @@ describe('GPU instance table', () => {
     expect(GPU_INSTANCE_TYPES['g6e.12xlarge']!.gpus).toBe(4);
     expect(GPU_INSTANCE_TYPES['p4d.24xlarge']!.gpus).toBe(8);
     expect(usableMemoryGiB(GPU_INSTANCE_TYPES['g5.xlarge']!)).toBe(14);
-    expect(typesThatFit(['g5.xlarge', 'g5.12xlarge'], { gpus: 2, vcpus: 8, memoryGiB: 64 }, 'job')).toEqual(['g5.12xlarge']);
+    expect(typesThatFit(['g5.xlarge', 'g5.12xlarge'], { gpus: 2, vcpus: 8, memoryGiB: 64 }, 'job')).toEqual([
+      'g5.12xlarge',
+    ]);
   });
 });
 
@@ -77,7 +87,10 @@ describe('bin/cdk-app.ts', () => {
     const app = fileURLToPath(new URL('../../bin/cdk-app.ts', import.meta.url));
     const r = spawnSync(process.execPath, ['--import', 'tsx', app], {
       encoding: 'utf8',
-      env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify({ gpusPerJob: '4', instanceTypes: 'g5.xlarge' }) },
+      env: {
+        ...process.env,
+        CDK_CONTEXT_JSON: JSON.stringify({ gpusPerJob: '4', instanceTypes: 'g5.xlarge' }),
+      },
     });
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toEqual([
