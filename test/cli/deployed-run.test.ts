@@ -98,11 +98,9 @@ describe('describeDeployedStack', () => {
     await expect(describeDeployedStack(clients, 'Nope')).rejects.toThrow(
       /^stack Nope does not exist .*cdk deploy/,
     );
-    cfn
-      .on(DescribeStacksCommand)
-      .resolves({
-        Stacks: [{ StackName: 'X', StackStatus: 'CREATE_COMPLETE', CreationTime: new Date(), Outputs: [] }],
-      });
+    cfn.on(DescribeStacksCommand).resolves({
+      Stacks: [{ StackName: 'X', StackStatus: 'CREATE_COMPLETE', CreationTime: new Date(), Outputs: [] }],
+    });
     await expect(describeDeployedStack(clients, 'X')).rejects.toThrow(
       `stack X has no output ${STACK_OUTPUTS.stateMachineArn}`,
     );
