@@ -7,10 +7,20 @@
  * built. `cdk synth` needs neither AWS credentials nor Docker: the account and region stay unresolved unless
  * given, esbuild bundles the Lambdas locally, and the task image is only staged (built by `cdk deploy`).
  */
-import { CfnOutput, Duration, Stack, Token, type CfnElement, type StackProps } from 'aws-cdk-lib';
+import {
+  CfnOutput,
+  Duration,
+  Stack,
+  Token,
+  type CfnElement,
+  type IResolvable,
+  type IResolveContext,
+  type StackProps,
+} from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import type { Construct, IConstruct } from 'constructs';
 import { COMPLETE_MARKER } from '../pipeline/store/artifact-store.ts';
 import { RETRAIN_PREFIX } from '../pipeline/upload-trigger.ts';
@@ -24,7 +34,7 @@ import { PipelineAlarms } from './pipeline-alarms.ts';
 import { PipelineFunction } from './pipeline-function.ts';
 import { PipelineStateMachine } from './pipeline-state-machine.ts';
 import { RetrainTrigger } from './retrain-trigger.ts';
-import { RUNS_PREFIX, type PipelineStackOptions } from './stack-options.ts';
+import { BATCH_STAGES, RUNS_PREFIX, type PipelineStackOptions } from './stack-options.ts';
 import { StageJobDefinitions } from './stage-job-definitions.ts';
 import { TaskImage } from './task-image.ts';
 
@@ -99,6 +109,7 @@ export class MokaPipelineStack extends Stack {
         eval: [...STAGE_COMMANDS.eval],
         report: [...STAGE_COMMANDS.report],
       },
+      namePrefix: this.stackName,
       // The state machine passes both; the defaults only make the definitions valid on their own.
       parameters: { runUri: `${storeRoot}/${RUNS_PREFIX}unset`, variant: 'base' },
     });
@@ -136,6 +147,7 @@ export class MokaPipelineStack extends Stack {
       logGroup: stateMachineLogs,
     });
     const stateMachine = this.pipeline.stateMachine;
+    this.scopeSubmitJobToStageDefinitions(stateMachine);
 
     // 6. Runs started by uploads.
     this.trigger = new RetrainTrigger(this, 'UploadTrigger', {
@@ -189,6 +201,44 @@ export class MokaPipelineStack extends Stack {
     this.acknowledgeReviewedFindings(artifacts, [validateRun, finalize]);
   }
 
+  /** The stage job definitions' names (StageJobDefinitions' `namePrefix` is the stack name). */
+  private jobDefinitionNames(): string[] {
+    return BATCH_STAGES.map((stage) => `${this.stackName}-${stage}`);
+  }
+
+  /**
+   * CDK's BatchSubmitJob grants batch:SubmitJob on every job definition of the account (`job-definition/*`);
+   * this narrows it to the stage definitions' names (any revision), by rewriting that one resource of the state
+   * machine role's policy when it is synthesized.
+   */
+  private scopeSubmitJobToStageDefinitions(stateMachine: sfn.StateMachine): void {
+    const policy = stateMachine.role.node.tryFindChild('DefaultPolicy')?.node.defaultChild as
+      | iam.CfnPolicy
+      | undefined;
+    if (!policy) throw new Error('MokaPipelineStack: the state machine role has no default policy to scope');
+    const scoped = this.jobDefinitionNames().map((name) =>
+      this.formatArn({ service: 'batch', resource: 'job-definition', resourceName: `${name}:*` }),
+    );
+    const original = policy.policyDocument as unknown;
+    const narrowed: IResolvable = {
+      creationStack: [],
+      resolve: (ctx: IResolveContext) => {
+        const doc = ctx.resolve(original) as { Statement: { Action: unknown; Resource: unknown }[] };
+        for (const st of doc.Statement) {
+          if (st.Action !== 'batch:SubmitJob' || !Array.isArray(st.Resource)) continue;
+          st.Resource = st.Resource.flatMap((r: unknown) =>
+            JSON.stringify(r).includes(':job-definition/*')
+              ? scoped.map((a) => ctx.resolve(a) as unknown)
+              : [r],
+          );
+        }
+        return doc;
+      },
+      toString: () => 'MokaPipelineStack.scopedStateMachinePolicy',
+    };
+    policy.policyDocument = narrowed;
+  }
+
   /**
    * The cdk-nag findings reviewed and accepted, each acknowledged by its exact id (which names the resource ARN
    * and action it is about) and with its reason; anything else nag finds fails the synth.
@@ -235,11 +285,14 @@ export class MokaPipelineStack extends Stack {
     );
     acknowledge(
       this.pipeline,
-      'Step Functions .sync Batch integration and tracing, as CDK grants them: batch:SubmitJob on job definitions ' +
-        '(revisions), batch:TerminateJob on the jobs it starts (ids unknown in advance), batch:DescribeJobs and the ' +
+      'Step Functions .sync Batch integration and tracing: batch:SubmitJob on the stage job definitions (any ' +
+        'revision), batch:TerminateJob on the jobs it starts (ids unknown in advance), batch:DescribeJobs and the ' +
         "X-Ray actions (no resource-level permissions), and lambda:InvokeFunction on the two functions' versions.",
       'AwsSolutions-IAM5[Resource::*]',
-      `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:${region}:${account}:job-definition/*]`,
+      ...this.jobDefinitionNames().map(
+        (name) =>
+          `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:${region}:${account}:job-definition/${name}:*]`,
+      ),
       `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:batch:${region}:${account}:job/*]`,
       ...functions.map((f) => `AwsSolutions-IAM5[Resource::<${logicalId(f.function)}.Arn>:*]`),
     );

@@ -10,7 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
 import cdkNag from 'cdk-nag';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { extractStateMachineDefinition } from '../../lib/infra/asl.ts';
 import { MokaPipelineStack } from '../../lib/infra/moka-pipeline-stack.ts';
 import { STACK_OUTPUTS } from '../../lib/pipeline/deployed-stack.ts';
@@ -269,7 +269,13 @@ describe('IAM', () => {
     const submit = sm.filter((s) => actions(s).includes('batch:SubmitJob'));
     expect(submit.length).toBeGreaterThan(0);
     for (const s of submit) expect(s.Resource).not.toBe('*');
-    expect(JSON.stringify(submit)).toContain('ComputeJobQueue');
+    // The queue, and the four stage job definitions by name (any revision), nothing else.
+    const text = JSON.stringify(submit);
+    expect(text).toContain('ComputeJobQueue');
+    expect(text).not.toContain('job-definition/*');
+    for (const stage of ['quantize', 'train', 'eval', 'report'])
+      expect(text).toContain(`:job-definition/MokaTest-${stage}:*`);
+    template.hasResourceProperties('AWS::Batch::JobDefinition', { JobDefinitionName: 'MokaTest-train' });
     expect(sm.some((s) => actions(s).includes('batch:TerminateJob'))).toBe(true);
   });
 
@@ -364,6 +370,8 @@ describe('bundled Lambdas (the esbuild output that deploys)', () => {
       mkdirSync(join(work, 'model'));
       writeFileSync(join(work, 'model', 'config.json'), '{}');
       writeFileSync(join(work, 'train.jsonl'), '{"instruction":"a","output":"b"}\n');
+      // The bundle logs its JSON lines to stdout: keep them out of the test output.
+      vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
       const { handler } = (await import(bundleOf('ValidateRunFunction'))) as {
         handler: (e: unknown) => Promise<{ runId: string }>;
       };
@@ -383,6 +391,7 @@ describe('bundled Lambdas (the esbuild output that deploys)', () => {
       );
       expect(written.runId).toBe('bundle-check');
     } finally {
+      vi.restoreAllMocks();
       if (saved === undefined) delete process.env.MOKA_ARTIFACT_URI;
       else process.env.MOKA_ARTIFACT_URI = saved;
       rmSync(work, { recursive: true, force: true });
