@@ -10,6 +10,8 @@ import { registerScore } from './score.ts';
 import { registerMerge } from './merge.ts';
 import { registerExportOnnx } from './export-onnx.ts';
 import { registerTrain } from './train.ts';
+import { registerEval } from './eval.ts';
+import { registerReport } from './report.ts';
 import { registerStart } from './start.ts';
 import { registerStatus } from './status.ts';
 import { registerLogs } from './logs.ts';
@@ -27,6 +29,8 @@ export function registerCommands(program: Command): void {
   registerMerge(program);
   registerExportOnnx(program);
   registerTrain(program);
+  registerEval(program);
+  registerReport(program);
   registerStart(program);
   registerStatus(program);
   registerLogs(program);

@@ -78,9 +78,14 @@ export interface CompleteMarker {
   files: { name: string; bytes: number; sha256: string }[];
 }
 
-/** Test hooks: called after each file of a checkpoint is in place (before COMPLETE), e.g. to crash there. */
 export interface CheckpointHooks {
+  /** Test hook: called after each file of a checkpoint is in place (before COMPLETE), e.g. to crash there. */
   afterFile?(step: number, file: string): void | Promise<void>;
+  /**
+   * Called once a checkpoint is complete (COMPLETE written) and older ones are pruned, with the directory and the
+   * steps of the checkpoints kept: the pipeline's train stage uploads it to the artifact store here.
+   */
+  afterCheckpoint?(step: number, dir: string, kept: readonly number[]): void | Promise<void>;
 }
 
 const STEP_DIR = /^step-(\d+)$/;
@@ -206,6 +211,10 @@ export class CheckpointStore {
     await writeFileAtomic(join(dir, COMPLETE_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
     await fsyncDir(dir);
     await this.prune(keep);
+    if (this.hooks.afterCheckpoint) {
+      const kept = (await this.list()).filter((c) => c.complete).map((c) => c.step);
+      await this.hooks.afterCheckpoint(step, dir, kept);
+    }
     return dir;
   }
 

@@ -14,15 +14,21 @@ import { UserError } from '../errors.ts';
 import type { ProviderChoice } from '../engine/index.ts';
 import type { AdapterConfig } from '../adapters/adapter-config.ts';
 import { baseRowNorms } from '../adapters/adapted-model.ts';
-import { createAdapterRuntime } from '../adapters/adapter-runtime.ts';
-import { saveAdapter } from '../adapters/adapter-files.ts';
+import { createAdapterRuntime, type AdapterRuntime } from '../adapters/adapter-runtime.ts';
+import { loadAdapter, saveAdapter } from '../adapters/adapter-files.ts';
 import { resolveTargets } from '../adapters/targets.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
 import type { StepProgram } from './step-program.ts';
 import { resolvePrecision, type TrainConfig } from './train-config.ts';
-import { train, type TrainResult, type TrainerOptions } from './trainer.ts';
+import {
+  canonicalJson,
+  describeDifferences,
+  train,
+  type TrainResult,
+  type TrainerOptions,
+} from './trainer.ts';
 import { prepareTrainingData, type DataReport } from './training-data.ts';
 
 /** The trainer's own options that a run passes through unchanged (documented in trainer.ts). */
@@ -47,6 +53,11 @@ export interface RunTrainingOptions extends Pick<TrainerOptions, PassedThrough> 
   adapter: AdapterConfig;
   provider?: ProviderChoice;
   intraOpThreads?: number;
+  /**
+   * An adapter directory (saveAdapter layout) whose weights initialize training instead of the adapter's own
+   * init: retraining from a previous adapter. Its adapter config must equal `adapter`.
+   */
+  initialAdapter?: string;
 }
 
 export interface RunTrainingResult extends TrainResult {
@@ -81,6 +92,21 @@ export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
     checkpointDir: r.checkpointDir,
     metrics: r.metricsPath,
   };
+}
+
+/**
+ * Sets the runtime's initial tensor values from a saved adapter of the same configuration. The values enter the
+ * run fingerprint through the trainables' init hashes, so checkpoints of a run started otherwise are refused.
+ */
+async function initializeFrom(runtime: AdapterRuntime, dir: string, adapter: AdapterConfig): Promise<void> {
+  const saved = await loadAdapter(dir, runtime.llama);
+  if (canonicalJson(saved.runtime.config) !== canonicalJson(adapter)) {
+    throw new UserError(
+      `${dir} holds a ${saved.runtime.config.type} adapter configured differently from this run's ` +
+        `(${describeDifferences(saved.runtime.config, adapter).join('; ')}); initializing from it needs the same adapter config`,
+    );
+  }
+  for (const t of runtime.tensors) t.init.set(saved.values.get(t.name)!);
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<RunTrainingResult> {
@@ -126,6 +152,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       seed: training.seed,
       ...(norms ? { baseRowNorms: (m: string) => norms.get(m)! } : {}),
     });
+    if (opts.initialAdapter !== undefined) await initializeFrom(runtime, opts.initialAdapter, opts.adapter);
     const plan = runtime.plan;
     program = createLlamaStepProgram({
       config,
