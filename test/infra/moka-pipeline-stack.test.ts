@@ -12,6 +12,10 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import cdkNag from 'cdk-nag';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { extractStateMachineDefinition } from '../../lib/infra/asl.ts';
+import {
+  deployablePipelineDefinition,
+  stackStateMachineDefinition,
+} from '../../lib/infra/deployable-definition.ts';
 import { MokaPipelineStack } from '../../lib/infra/moka-pipeline-stack.ts';
 import { STACK_OUTPUTS } from '../../lib/pipeline/deployed-stack.ts';
 import { parseStackOptions } from '../../lib/infra/stack-options.ts';
@@ -236,6 +240,15 @@ describe('state machine', () => {
     };
     expect(quantize.Resource).toBe('arn:aws:states:::batch:submitJob.sync');
     expect(quantize.Parameters).toMatchObject({ Parameters: { 'runUri.$': '$.runUri' } });
+  });
+
+  it('is the definition the in-memory (no-synth) path gives, which local runs execute', () => {
+    const synthesized = extractStateMachineDefinition(stack);
+    expect(stackStateMachineDefinition(stack)).toEqual(synthesized);
+    // A fresh in-memory stack with the same options: the same ASL (placeholders are logical ids, not stack names).
+    expect(deployablePipelineDefinition({ runnableTimeoutMinutes: '45', logRetentionDays: 30 })).toEqual(
+      synthesized,
+    );
   });
 
   it('logs every execution event to a vended log group and traces with X-Ray', () => {
