@@ -33,9 +33,14 @@ const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
 export function registerEval(program: Command): void {
   program
     .command('eval')
-    .description('evaluate a model (and adapter) on benchmark tasks; writes <out>/<task>.json and prints a table')
+    .description(
+      'evaluate a model (and adapter) on benchmark tasks; writes <out>/<task>.json and prints a table',
+    )
     .requiredOption('--model <dir>', 'Hugging Face model directory, float or 4-bit (NF4/int4)')
-    .option('--adapter <dir>', 'a trained adapter directory, applied unmerged (default: the base model alone)')
+    .option(
+      '--adapter <dir>',
+      'a trained adapter directory, applied unmerged (default: the base model alone)',
+    )
     .requiredOption(
       '--tasks <list>',
       `comma-separated built-in tasks and/or task files (.json/.jsonl); built-in: ${taskNameList()}`,
@@ -44,7 +49,7 @@ export function registerEval(program: Command): void {
     .option('--limit <n>', 'score only the first N items of each task (per subject for mmlu)')
     .option('--shots <k>', "few-shot examples per item (default: the task's: 5 for mmlu, 0 otherwise)")
     .option('--batch-size <n>', 'sequences per model run', '8')
-    .option('--num-beams <n>', 'beams for generation tasks (default: the task\'s; 1 = greedy)')
+    .option('--num-beams <n>', "beams for generation tasks (default: the task's; 1 = greedy)")
     .option('--max-new-tokens <n>', "most generated tokens for generation tasks (default: the task's)")
     .option('--seed <n>', 'seed of the random few-shot sampler', '1234')
     .requiredOption('--out <dir>', 'where <task>.json files go')

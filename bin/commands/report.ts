@@ -16,9 +16,17 @@ export function registerReport(program: Command): void {
   program
     .command('report')
     .description('compare runs (base model and adapters) in report.json, report.md and report.html')
-    .argument('<runDirs...>', 'run directories: each holds evals/<task>.json (and optionally adapter/, metrics.jsonl, …)')
+    .argument(
+      '<runDirs...>',
+      'run directories: each holds evals/<task>.json (and optionally adapter/, metrics.jsonl, …)',
+    )
     .requiredOption('--out <dir>', 'where report.json, report.md and report.html go')
-    .option('--name <name>', 'display name of each run, in order (repeatable; default: the directory name)', collect, [])
+    .option(
+      '--name <name>',
+      'display name of each run, in order (repeatable; default: the directory name)',
+      collect,
+      [],
+    )
     .option('--json', 'print the file paths and table as JSON')
     .action(async (runDirs: string[], opts: ReportCommandOptions) => {
       const summary = await buildReport({
@@ -27,7 +35,9 @@ export function registerReport(program: Command): void {
         outDir: opts.out,
       });
       process.stdout.write(
-        opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `${summary.table}\n\nwrote ${summary.reportHtml}\n`,
+        opts.json
+          ? `${JSON.stringify(summary, null, 2)}\n`
+          : `${summary.table}\n\nwrote ${summary.reportHtml}\n`,
       );
     });
 }

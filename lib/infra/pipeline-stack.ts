@@ -7,7 +7,7 @@
  * functions: 'bundled' builds the Lambdas with NodejsFunction (esbuild, offline); 'imported' (the default, fast)
  * refers to placeholder function ARNs, since the local runner never calls them.
  */
-import { Stack, type StackProps } from 'aws-cdk-lib';
+import { ArnFormat, Stack, type StackProps } from 'aws-cdk-lib';
 import * as batch from 'aws-cdk-lib/aws-batch';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -52,7 +52,7 @@ export class PipelineStack extends Stack {
             service: 'lambda',
             resource: 'function',
             resourceName: `moka-${name}`,
-            arnFormat: undefined,
+            arnFormat: ArnFormat.COLON_RESOURCE_NAME,
           }),
         );
       }

@@ -56,13 +56,6 @@ const BATCH_API_ERRORS = [
   'Batch.TooManyRequestsException',
   'Batch.ServerException',
 ];
-/** Errors of the Lambda service (not of the handler). */
-const LAMBDA_SERVICE_ERRORS = [
-  'Lambda.ServiceException',
-  'Lambda.AWSLambdaException',
-  'Lambda.SdkClientException',
-  'Lambda.TooManyRequestsException',
-];
 
 export class PipelineStateMachine extends Construct {
   public readonly stateMachine: sfn.StateMachine;
@@ -92,7 +85,7 @@ export class PipelineStateMachine extends Construct {
       return state;
     };
 
-    const validate = catchTo(this.lambdaTask(N.validate, props.validateRunFunction, '$'));
+    const validate = catchTo(this.lambdaTask(N.validate, props.validateRunFunction, null));
 
     const batchJob = (name: string, def: batch.IJobDefinition, variant: string | null) => {
       const job = new tasks.BatchSubmitJob(this, name, {
@@ -155,7 +148,7 @@ export class PipelineStateMachine extends Construct {
     );
 
     const report = catchTo(batchJob(N.report, props.jobDefinitions.report, null));
-    const finalize = catchTo(this.lambdaTask(N.finalize, props.finalizeFunction, '$'));
+    const finalize = catchTo(this.lambdaTask(N.finalize, props.finalizeFunction, null));
     const succeeded = new sfn.Succeed(this, N.succeeded, { stateName: N.succeeded });
 
     const definition = validate.next(
@@ -190,20 +183,18 @@ export class PipelineStateMachine extends Construct {
     );
   }
 
-  /** A Lambda task whose state input is the payload and whose result (the handler's return) goes to resultPath. */
-  private lambdaTask(name: string, fn: lambda.IFunction, resultPath: string): tasks.LambdaInvoke {
-    const task = new tasks.LambdaInvoke(this, name, {
+  /**
+   * A Lambda task whose state input is the payload and whose result (the handler's return) goes to resultPath,
+   * or replaces the state when resultPath is null. (Left out rather than "$": aws-local-stepfunctions 3.0.0
+   * treats an explicit `"ResultPath": "$"` as a key named "$"; the default means the same in the ASL spec.)
+   * CDK's LambdaInvoke adds the retry on Lambda service errors (retryOnServiceExceptions).
+   */
+  private lambdaTask(name: string, fn: lambda.IFunction, resultPath: string | null): tasks.LambdaInvoke {
+    return new tasks.LambdaInvoke(this, name, {
       stateName: name,
       lambdaFunction: fn,
       payloadResponseOnly: true,
-      resultPath,
+      ...(resultPath !== null ? { resultPath } : {}),
     });
-    task.addRetry({
-      errors: LAMBDA_SERVICE_ERRORS,
-      interval: Duration.seconds(2),
-      maxAttempts: 4,
-      backoffRate: 2,
-    });
-    return task;
   }
 }

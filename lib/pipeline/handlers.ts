@@ -10,12 +10,13 @@
  *   status.json and returns the execution's output summary (adapter and report URIs, metrics).
  */
 import { stat } from 'node:fs/promises';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UserError, isUserError } from '../errors.ts';
 import { quantizedModelKey } from './model-cache.ts';
 import {
   BASE_VARIANT,
+  isTaskFile,
   newRunId,
   parseRunConfig,
   runConfigToJson,
@@ -46,6 +47,8 @@ export interface PipelineDeps {
   /** Options for stores opened for other URIs (model, data). */
   storeOptions?: OpenStoreOptions;
   now?: () => Date;
+  /** Relative local paths in the config are resolved against this folder (default: the working directory). */
+  baseDir?: string;
 }
 
 /** What the validate step returns: the state machine's working state. */
@@ -109,11 +112,11 @@ async function uriExists(uri: string, deps: PipelineDeps): Promise<boolean> {
 }
 
 /** Relative local paths become absolute file paths, so stages started elsewhere find them. */
-function absolutize(config: RunConfig): RunConfig {
+function absolutize(config: RunConfig, baseDir: string): RunConfig {
   const abs = (u: string) =>
     u.startsWith('s3://') || u.startsWith('file://') || isAbsolute(u)
       ? u
-      : pathToFileURL(localPathOfUri(u)).href;
+      : pathToFileURL(resolve(baseDir, u)).href;
   const list = (v: string | string[]) => (Array.isArray(v) ? v.map(abs) : abs(v));
   return {
     ...config,
@@ -127,7 +130,13 @@ function absolutize(config: RunConfig): RunConfig {
       v.initFrom !== undefined ? { ...v, initFrom: abs(v.initFrom) } : v,
     ),
     ...(config.evals
-      ? { evals: { ...config.evals, ...(config.evals.data ? { data: abs(config.evals.data) } : {}) } }
+      ? {
+          evals: {
+            ...config.evals,
+            tasks: config.evals.tasks.map((t) => (isTaskFile(t) ? abs(t) : t)),
+            ...(config.evals.data ? { data: abs(config.evals.data) } : {}),
+          },
+        }
       : {}),
   };
 }
@@ -176,7 +185,7 @@ async function reachabilityProblems(config: RunConfig, deps: PipelineDeps): Prom
  */
 export async function validateRunInput(input: unknown, deps: PipelineDeps): Promise<RunPlan> {
   const { raw, source } = await readInput(input, deps);
-  const config = absolutize(parseRunConfig(raw, source));
+  const config = absolutize(parseRunConfig(raw, source), deps.baseDir ?? process.cwd());
   const problems = await reachabilityProblems(config, deps);
   if (problems.length > 0) {
     throw new UserError(
@@ -294,7 +303,7 @@ export async function finalizeRun(input: unknown, deps: PipelineDeps): Promise<R
       adapterUris[v] = store.uriOf(keys.adapter(v));
     const summary = await readJson<{
       tasks?: { task: string; metrics: Record<string, { value: number }> }[];
-    }>(store, joinKey(keys.evals(v), 'summary.json'));
+    }>(store, keys.evalSummary(v));
     if (summary?.tasks) {
       metrics[v] = Object.fromEntries(
         summary.tasks.map((t) => [

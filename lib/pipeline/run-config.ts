@@ -294,6 +294,11 @@ export function newRunId(now = new Date()): string {
   return `run-${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
+/** An eval task given as a file (a path or URI ending in .json/.jsonl), not a built-in task name. */
+export function isTaskFile(task: string): boolean {
+  return /\.jsonl?$/i.test(task) || task.includes('/');
+}
+
 /** The names of a config's adapter variants, in order (what the state machine's Map iterates over). */
 export function variantNames(config: RunConfig): string[] {
   return config.adapters.map((v) => v.name);

@@ -8,7 +8,7 @@
  *   runs/<runId>/variants/<name>/checkpoints/step-N/   synced as the trainer writes them (each with _COMPLETE)
  *   runs/<runId>/variants/<name>/adapter/     the trained adapter (PEFT-style), _COMPLETE last
  *   runs/<runId>/variants/<name>/{metrics.jsonl, train-config.json, train-summary.json}
- *   runs/<runId>/variants/<name>/evals/<task>.json, summary.json, _COMPLETE
+ *   runs/<runId>/variants/<name>/evals/<task>.json, _COMPLETE; eval-summary.json beside it
  *   runs/<runId>/base/evals/…                 the un-adapted model's evaluation (the report's reference row)
  *   runs/<runId>/report/{report.json, report.md, report.html}, _COMPLETE
  *   cache/quantized/<key>/                    quantized models, keyed by source content + settings, shared by runs
@@ -59,6 +59,8 @@ export const runKeys = (runId: string) => {
     checkpoints: (name: string) => joinKey(variant(name), 'checkpoints'),
     adapter: (name: string) => joinKey(variant(name), 'adapter'),
     evals: (name: string) => joinKey(variant(name), 'evals'),
+    /** evaluate()'s summary (beside evals/, whose *.json files are all task results). */
+    evalSummary: (name: string) => joinKey(variant(name), 'eval-summary.json'),
     report: joinKey(run, 'report'),
   };
 };

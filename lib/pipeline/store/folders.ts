@@ -90,3 +90,13 @@ export async function getDir(store: ArtifactStore, prefix: string, localDir: str
     await store.getFile(joinKey(prefix, f.key), join(localDir, ...f.key.split('/')));
   }
 }
+
+/** Writes `prefix/_COMPLETE` listing what `prefix/` holds now (for folders written in place in a local store). */
+export async function markComplete(store: ArtifactStore, prefix: string): Promise<void> {
+  const base = prefix ? prefix.length + 1 : 0;
+  const files = (await store.list(prefix))
+    .filter((o) => o.key.split('/').pop() !== COMPLETE_MARKER)
+    .map((o) => ({ key: o.key.slice(base), size: o.size }));
+  const marker: CompleteMarkerContents = { files, completedAt: new Date().toISOString() };
+  await store.writeText(joinKey(prefix, COMPLETE_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
+}
