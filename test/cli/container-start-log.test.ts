@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { logContainerStart } from '../../bin/commands/container-start-log.ts';
 import { listNvidiaDevices } from '../../lib/engine/provider-choice.ts';
 import { cudaProviderInstalled } from '../../lib/engine/session.ts';
+import { runMoka } from '../helpers/run-moka.ts';
 
 let dir: string;
 beforeEach(() => {
@@ -46,5 +47,21 @@ describe('logContainerStart', () => {
     );
     expect(lines[0]).toMatchObject({ level: 'warn', msg: 'run config not readable at container start' });
     expect(lines[1]).toMatchObject({ requested: 'cpu', stage: 'quantize' });
+  });
+});
+
+describe('moka stage in the task image (MOKA_CONTAINER=1)', () => {
+  it('logs the provider decision as its first line, before the stage itself', () => {
+    const runUri = join(dir, 'runs', 'never-validated');
+    const r = runMoka(['stage', 'report', '--run', runUri], { env: { MOKA_CONTAINER: '1' } });
+    const first = JSON.parse(r.stderr.split('\n')[0]!) as Record<string, unknown>;
+    expect(first).toMatchObject({
+      msg: expect.stringMatching(/^execution provider: /),
+      runId: 'never-validated',
+      stage: 'report',
+    });
+    expect(r.stderr).toContain('does not exist'); // then the stage reports the missing run as usual
+    // Outside the image, no such line.
+    expect(runMoka(['stage', 'report', '--run', runUri]).stderr).not.toContain('execution provider');
   });
 });
