@@ -104,7 +104,11 @@ export function resolveIntrinsics(
         return text.replace(/\$\{([^}]+)\}/g, (_, name: string) => {
           if (name in vars) return String(go(vars[name]));
           const [id, attr] = name.split('.');
-          return attr ? (attr.endsWith('Arn') ? placeholderArn(id!, resources[id!]?.Type, env) : name) : ref(name);
+          return attr
+            ? attr.endsWith('Arn')
+              ? placeholderArn(id!, resources[id!]?.Type, env)
+              : name
+            : ref(name);
         });
       }
       if (k.startsWith('Fn::')) throw new Error(`resolveIntrinsics: ${k} is not supported`);
