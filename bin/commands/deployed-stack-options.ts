@@ -1,12 +1,7 @@
 /** The options every command for a deployed stack shares (`--stack`, `--region`), and opening the stack. */
 import type { Command } from 'commander';
-import {
-  DEFAULT_STACK_NAME,
-  awsClients,
-  describeDeployedStack,
-  type AwsClients,
-  type DeployedStack,
-} from '../../lib/pipeline/deployed-stack.ts';
+import type { AwsClients, DeployedStack } from '../../lib/pipeline/deployed-stack.ts';
+import { DEFAULT_STACK_NAME } from '../../lib/pipeline/stack-outputs.ts';
 
 export interface DeployedStackOptions {
   stack: string;
@@ -27,6 +22,8 @@ export function addDeployedStackOptions(cmd: Command): Command {
 export async function openDeployedStack(
   opts: DeployedStackOptions,
 ): Promise<{ clients: AwsClients; stack: DeployedStack }> {
+  // Loaded here, not at the top: the other commands start without the AWS SDK.
+  const { awsClients, describeDeployedStack } = await import('../../lib/pipeline/deployed-stack.ts');
   const clients = awsClients(opts.region);
   const stack = await describeDeployedStack(clients, opts.stack);
   return { clients: opts.region || !stack.region ? clients : awsClients(stack.region), stack };

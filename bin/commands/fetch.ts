@@ -1,6 +1,5 @@
 /** `moka fetch`: download a deployed run's adapters and report. */
 import type { Command } from 'commander';
-import { fetchDeployedRun } from '../../lib/pipeline/deployed-run.ts';
 import {
   addDeployedStackOptions,
   openDeployedStack,
@@ -20,6 +19,7 @@ export function registerFetch(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (run: string, opts: DeployedStackOptions & { out: string; json?: boolean }) => {
       const { clients, stack } = await openDeployedStack(opts);
+      const { fetchDeployedRun } = await import('../../lib/pipeline/deployed-run.ts');
       const r = await fetchDeployedRun(clients, stack, run, opts.out, (key) =>
         process.stderr.write(
           process.stderr.isTTY ? `downloading ${key}\n` : `${JSON.stringify({ event: 'download', key })}\n`,

@@ -1,6 +1,5 @@
 /** `moka logs`: a deployed run's job logs (CloudWatch), optionally followed until the run ends. */
 import type { Command } from 'commander';
-import { printRunLogs } from '../../lib/pipeline/deployed-run.ts';
 import {
   addDeployedStackOptions,
   openDeployedStack,
@@ -17,6 +16,7 @@ export function registerLogs(program: Command): void {
     .option('-f, --follow', 'keep printing new lines until the execution ends')
     .action(async (run: string, opts: DeployedStackOptions & { follow?: boolean }) => {
       const { clients, stack } = await openDeployedStack(opts);
+      const { printRunLogs } = await import('../../lib/pipeline/deployed-run.ts');
       const status = await printRunLogs(clients, stack, run, {
         follow: opts.follow ?? false,
         write: (l) => process.stdout.write(`${l.stream.split('/')[0]} | ${l.message}\n`),

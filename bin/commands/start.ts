@@ -1,6 +1,5 @@
 /** `moka start`: start a run on the deployed AWS stack (upload its config and local inputs, start the execution). */
 import type { Command } from 'commander';
-import { startDeployedRun } from '../../lib/pipeline/deployed-run.ts';
 import {
   addDeployedStackOptions,
   openDeployedStack,
@@ -24,6 +23,7 @@ export function registerStart(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(async (config: string, opts: DeployedStackOptions & { runId?: string; json?: boolean }) => {
       const { clients, stack } = await openDeployedStack(opts);
+      const { startDeployedRun } = await import('../../lib/pipeline/deployed-run.ts');
       const started = await startDeployedRun(clients, stack, {
         configPath: config,
         runId: opts.runId,

@@ -1,6 +1,5 @@
 /** `moka status`: where a run on the deployed stack stands (execution, active states, each stage's job). */
 import type { Command } from 'commander';
-import { deployedRunStatus } from '../../lib/pipeline/deployed-run.ts';
 import {
   addDeployedStackOptions,
   openDeployedStack,
@@ -17,6 +16,7 @@ export function registerStatus(program: Command): void {
     .option('--json', 'print the status as JSON')
     .action(async (run: string, opts: DeployedStackOptions & { json?: boolean }) => {
       const { clients, stack } = await openDeployedStack(opts);
+      const { deployedRunStatus } = await import('../../lib/pipeline/deployed-run.ts');
       const s = await deployedRunStatus(clients, stack, run);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);

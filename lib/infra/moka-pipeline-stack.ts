@@ -25,7 +25,7 @@ import type { Construct, IConstruct } from 'constructs';
 import { COMPLETE_MARKER } from '../pipeline/store/artifact-store.ts';
 import { RETRAIN_PREFIX } from '../pipeline/upload-trigger.ts';
 import { DETERMINISTIC_FAILURE_EXIT_CODE } from '../pipeline/state-names.ts';
-import { STACK_OUTPUTS } from '../pipeline/deployed-stack.ts';
+import { STACK_OUTPUTS } from '../pipeline/stack-outputs.ts';
 import { exampleRunInput } from '../pipeline/example-input.ts';
 import { ArtifactBucket } from './artifact-bucket.ts';
 import { GpuBatch } from './gpu-batch.ts';

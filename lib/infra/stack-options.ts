@@ -7,6 +7,7 @@
  * Each option, its default and its meaning are listed in docs/deploy.md ("Context options").
  */
 import { UserError } from '../errors.ts';
+import { DEFAULT_STACK_NAME } from '../pipeline/stack-outputs.ts';
 import { GPU_INSTANCE_TYPES, gpuInstanceType, typesThatFit, usableMemoryGiB } from './gpu-instance-types.ts';
 
 /** The pipeline's stages that run as Batch jobs. */
@@ -270,7 +271,7 @@ export function parseStackOptions(ctx: Context): PipelineStackOptions {
       `CloudWatch accepts ${LOG_RETENTION_DAYS.join(', ')}`,
     );
   }
-  const stackName = text(ctx, 'stackName') ?? 'MokaPipeline';
+  const stackName = text(ctx, 'stackName') ?? DEFAULT_STACK_NAME;
   if (!/^[A-Za-z][A-Za-z0-9-]{0,127}$/.test(stackName)) {
     throw bad(
       'stackName',

@@ -15,20 +15,8 @@ import {
 } from '@aws-sdk/client-sfn';
 import { UserError } from '../errors.ts';
 
-/** The deployable stack's CloudFormation output keys. */
-export const STACK_OUTPUTS = {
-  bucket: 'BucketName',
-  stateMachineArn: 'StateMachineArn',
-  consoleLink: 'ConsoleLink',
-  exampleInput: 'ExampleInput',
-  jobLogGroup: 'JobLogGroupName',
-  stateMachineLogGroup: 'StateMachineLogGroupName',
-  jobQueueArn: 'JobQueueArn',
-  alarmTopicArn: 'AlarmTopicArn',
-} as const;
-
-/** The stack name the commands use when --stack is not given (the CDK app's default). */
-export const DEFAULT_STACK_NAME = 'MokaPipeline';
+export { DEFAULT_STACK_NAME, STACK_OUTPUTS } from './stack-outputs.ts';
+import { STACK_OUTPUTS } from './stack-outputs.ts';
 
 export interface AwsClients {
   readonly cfn: Pick<CloudFormationClient, 'send'>;
