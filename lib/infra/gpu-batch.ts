@@ -5,7 +5,7 @@
  * queue rule that cancels a job stuck RUNNABLE at the head of the queue (the symptom of capacity that never
  * comes, aws-pipeline-notes.md §1).
  */
-import { Duration, Size } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size } from 'aws-cdk-lib';
 import * as batch from 'aws-cdk-lib/aws-batch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -66,6 +66,7 @@ export class GpuBatch extends Construct {
         destination: ec2.FlowLogDestination.toCloudWatchLogs(
           new logs.LogGroup(this, 'FlowLog', {
             retention: props.flowLogRetention ?? logs.RetentionDays.ONE_MONTH,
+            removalPolicy: RemovalPolicy.DESTROY,
           }),
         ),
       });

@@ -10,6 +10,7 @@
 import {
   CfnOutput,
   Duration,
+  RemovalPolicy,
   Stack,
   Token,
   type CfnElement,
@@ -88,7 +89,11 @@ export class MokaPipelineStack extends Stack {
 
     // 3. Task image and one job definition per stage. Stages read anything in the bucket (models, data) and
     //    write only a run's folder and the shared quantized-model cache.
-    this.jobLogGroup = new logs.LogGroup(this, 'JobLogs', { retention });
+    // Log groups go with the stack (`cdk destroy`); the artifact bucket stays.
+    this.jobLogGroup = new logs.LogGroup(this, 'JobLogs', {
+      retention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
     const jobRole = new iam.Role(this, 'JobRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
       description: 'The moka pipeline stages (Batch jobs): read inputs, write runs/ and cache/',
@@ -134,6 +139,7 @@ export class MokaPipelineStack extends Stack {
 
     // 5. The pipeline state machine, on the real compute.
     const stateMachineLogs = new logs.LogGroup(this, 'StateMachineLogs', {
+      removalPolicy: RemovalPolicy.DESTROY, // it has a fixed name: a retained one would block a redeploy
       logGroupName: `/aws/vendedlogs/states/${this.stackName}-pipeline`,
       retention,
     });

@@ -2,7 +2,7 @@
  * Operations: an SNS topic (optionally with an e-mail subscription) that hears about executions that failed,
  * timed out or were aborted, and about upload events that ended in the trigger's dead-letter queue.
  */
-import { Duration } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -33,6 +33,7 @@ export class PipelineAlarms extends Construct {
     const key = new kms.Key(this, 'TopicKey', {
       enableKeyRotation: true,
       description: 'moka pipeline alarms topic',
+      removalPolicy: RemovalPolicy.DESTROY, // it protects only alarm notifications: scheduled for deletion with the stack
     });
     key.grant(new iam.ServicePrincipal('cloudwatch.amazonaws.com'), 'kms:Decrypt', 'kms:GenerateDataKey*');
     this.topic = new sns.Topic(this, 'Topic', {

@@ -336,6 +336,9 @@ describe('operations', () => {
     const groups = byType('AWS::Logs::LogGroup');
     expect(groups.length).toBeGreaterThanOrEqual(6); // jobs, executions, 3 functions, flow log
     for (const [, g] of groups) expect(g.Properties.RetentionInDays).toBe(30);
+    // ...and deletes them with the stack (the state machine's has a fixed name: a retained one would block a redeploy).
+    for (const [id] of groups)
+      expect((resources[id] as unknown as { DeletionPolicy?: string }).DeletionPolicy).toBe('Delete');
   });
 
   it('alarms on failed executions to an SNS topic', () => {
