@@ -139,12 +139,20 @@ export async function startDeployedRun(
       executionArn = (await start(executionName)).executionArn!;
     } catch (err) {
       if ((err as Error).name !== 'ExecutionAlreadyExists') throw err;
-      // The runId ran before: a new execution of the same runId resumes it (names stay taken for 90 days).
+      // The runId ran before: a new execution of the same runId resumes it (names stay taken for 90 days),
+      // unless it is still running: two executions must never work on one run folder.
+      const latest = await findRunExecution(clients, stack, runId);
+      if (latest.status === 'RUNNING') {
+        throw new UserError(
+          `run ${runId} is still running (execution ${latest.name}); wait for it, or stop it in the console, before starting it again`,
+        );
+      }
       resumed = true;
       executionName = resumeExecutionName(runId, args.now);
       executionArn = (await start(executionName)).executionArn!;
     }
   } catch (err) {
+    if (err instanceof UserError) throw err;
     throw awsUserError(err, `starting run ${runId}`);
   }
   return {

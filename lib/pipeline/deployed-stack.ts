@@ -120,14 +120,14 @@ export function executionConsoleLink(executionArn: string): string {
 
 /** The execution name of a later start of `runId` (which resumes it). */
 export function resumeExecutionName(runId: string, now = new Date()): string {
-  return `${runId.slice(0, 80 - 12)}--r${now.getTime().toString(36)}`;
+  return `${runId.slice(0, 61)}--r${now.getTime().toString(36)}`;
 }
 
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /**
  * The newest execution of run `run`: the execution named `run`, or the newest named `<run>--r<time>` (a later
- * start that resumes it) among the latest 1000.
+ * `moka start` that resumes it) or `<run>--u<hash>` (an upload of a config naming the run) among the latest 1000.
  * @throws UserError when there is none.
  */
 export async function findRunExecution(
@@ -143,7 +143,8 @@ export async function findRunExecution(
     if ((err as Error).name !== 'ExecutionDoesNotExist') throw awsUserError(err, `looking up run ${run}`);
   }
   // A resumed run has newer executions `<run>--r<time>`; they are listed newest first.
-  const resumed = new RegExp(`^${escapeRegExp(run.slice(0, 80 - 12))}--r[0-9a-z]+$`);
+  // `--r<time>` from `moka start`, `--u<hash>` from an upload of a config naming its runId.
+  const resumed = new RegExp(`^${escapeRegExp(run.slice(0, 61))}--[ru][0-9a-z]+$`);
   let nextToken: string | undefined;
   for (let page = 0; page < 10; page++) {
     const r = await clients.sfn.send(

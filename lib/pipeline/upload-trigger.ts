@@ -17,7 +17,8 @@
  * Events are delivered at least once, so the execution name is a pure function of the object: its key and its
  * version id (or, on an unversioned bucket, its ETag and event sequencer). A duplicate event asks for the same
  * name, Step Functions answers ExecutionAlreadyExists, and that counts as success: one upload, one execution.
- * The name is also the run's runId, so the run folder is keyed by it (§6).
+ * The name is also the run's runId, so the run folder is keyed by it (§6) — unless an uploaded config sets its
+ * own runId: then the execution is `<runId>--u<hash>` and re-uploading the config resumes that run.
  *
  * The config itself is validated by the state machine's first state (validate-run), as for a run started from
  * the console: a bad upload becomes a failed execution listing every problem, where the user looks for it, and
@@ -27,6 +28,7 @@ import { createHash } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ListExecutionsCommand, StartExecutionCommand, type SFNClient } from '@aws-sdk/client-sfn';
 import type { JsonLogger } from './json-log.ts';
+import { RUN_ID_PATTERN } from './run-config.ts';
 import { COMPLETE_MARKER } from './store/artifact-store.ts';
 
 /** The object that commits a data set folder. */
@@ -121,6 +123,14 @@ export function executionNameFor(label: string, object: S3ObjectRef, sequencer?:
       .replace(/^-+|-+$/g, '')
       .slice(0, 80 - 17) || 'upload';
   return `${safe}-${hash}`;
+}
+
+/**
+ * The execution name of an upload whose config names its run: `<runId>--u<the upload's 16 hex>` (≤ 80
+ * characters), the form `moka status <runId>` looks for besides the runId itself.
+ */
+export function resumedRunExecutionName(runId: string, uploadExecutionName: string): string {
+  return `${runId.slice(0, 80 - 19)}--u${uploadExecutionName.slice(-16)}`;
 }
 
 /** Decides what an event means (pure). */
@@ -413,8 +423,19 @@ export async function handleUpload(
     if (!config || typeof config !== 'object' || Array.isArray(config)) {
       return reject(deps, key, 'a run config must be a JSON object');
     }
-    const runId = (config as { runId?: unknown }).runId ?? action.executionName;
-    return startExecution(deps, key, action.executionName, { ...config, runId });
+    const own = (config as { runId?: unknown }).runId;
+    if (typeof own === 'string' && RUN_ID_PATTERN.test(own)) {
+      // The config names its run (uploading it again resumes that run): the execution is `<runId>--u<hash>`,
+      // still one per upload, and `moka status <runId>` finds it.
+      return startExecution(
+        deps,
+        key,
+        resumedRunExecutionName(own, action.executionName),
+        config as Record<string, unknown>,
+      );
+    }
+    // Without a runId the execution name is the runId (an invalid runId is left for validate-run to report).
+    return startExecution(deps, key, action.executionName, { ...config, runId: own ?? action.executionName });
   }
   const templateKey = `${deps.settings.triggersPrefix}${action.dataset}.json`;
   const templateText = await readObject(deps.s3, { bucket: action.object.bucket, key: templateKey });

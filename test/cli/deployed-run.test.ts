@@ -157,6 +157,14 @@ describe('startDeployedRun', () => {
     sfn
       .on(StartExecutionCommand, { name: 'exp-1' })
       .rejects(new ExecutionAlreadyExists({ message: 'exists', $metadata: {} }));
+    sfn.on(DescribeExecutionCommand).resolves({
+      executionArn: execArn('exp-1'),
+      name: 'exp-1',
+      status: 'FAILED',
+      startDate: new Date(),
+      stateMachineArn: SM,
+    });
+    sfn.on(ListExecutionsCommand).resolves({ executions: [] });
     const r = await startDeployedRun(clients, stack, {
       configPath: writeConfig({ runId: 'exp-1' }),
       now: new Date(1_700_000_000_000),
@@ -166,6 +174,22 @@ describe('startDeployedRun', () => {
       resumed: true,
       executionName: `exp-1--r${(1_700_000_000_000).toString(36)}`,
     });
+  });
+
+  it('refuses to start a run that is still running', async () => {
+    sfn.on(StartExecutionCommand).rejects(new ExecutionAlreadyExists({ message: 'exists', $metadata: {} }));
+    sfn.on(DescribeExecutionCommand).resolves({
+      executionArn: execArn('exp-1'),
+      name: 'exp-1',
+      status: 'RUNNING',
+      startDate: new Date(),
+      stateMachineArn: SM,
+    });
+    sfn.on(ListExecutionsCommand).resolves({ executions: [] });
+    await expect(
+      startDeployedRun(clients, stack, { configPath: writeConfig({ runId: 'exp-1' }) }),
+    ).rejects.toThrow('run exp-1 is still running (execution exp-1)');
+    expect(sfn.commandCalls(StartExecutionCommand)).toHaveLength(1);
   });
 
   it('refuses a bad config with every problem, and a missing local file, before uploading anything', async () => {

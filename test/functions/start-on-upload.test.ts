@@ -138,11 +138,18 @@ describe('handleUpload', () => {
     expect(lines.at(-1)).toMatchObject({ level: 'info', msg: 'execution started', executionName: args.name });
   });
 
-  it('keeps a runId the uploaded config sets (re-uploading it resumes that run)', async () => {
-    s3.on(GetObjectCommand).resolves({ Body: body(JSON.stringify({ ...runConfig, runId: 'exp-42' })) });
+  it('keeps a runId the uploaded config sets (re-uploading it resumes that run), naming the execution <runId>--u<hash>', async () => {
+    s3.on(GetObjectCommand).callsFake(async () => ({
+      Body: body(JSON.stringify({ ...runConfig, runId: 'exp-42' })),
+    }));
     sfn.on(StartExecutionCommand).resolves({ executionArn: 'arn' });
     await handleUpload(event('runs-incoming/exp1.json', { version: 'v1' }), deps);
-    expect(JSON.parse(sfn.commandCalls(StartExecutionCommand)[0]!.args[0].input.input!).runId).toBe('exp-42');
+    await handleUpload(event('runs-incoming/exp1.json', { version: 'v2' }), deps); // uploaded again: resume
+    const [first, second] = sfn.commandCalls(StartExecutionCommand).map((c) => c.args[0].input);
+    expect(JSON.parse(first!.input!).runId).toBe('exp-42');
+    expect(first!.name).toMatch(/^exp-42--u[0-9a-f]{16}$/);
+    expect(second!.name).toMatch(/^exp-42--u[0-9a-f]{16}$/);
+    expect(second!.name).not.toBe(first!.name);
   });
 
   it('a duplicate event starts one execution: the second StartExecution is ExecutionAlreadyExists, a success', async () => {
