@@ -454,3 +454,39 @@ describe('bundled Lambdas (the esbuild output that deploys)', () => {
     });
   });
 });
+
+describe('other configurations', () => {
+  /** A stack built in memory (no bundling, no staging: nag and the construct tree need neither). */
+  const build = (context: Record<string, unknown>) => {
+    const app = new App({
+      context: { 'aws:cdk:bundling-stacks': [], 'aws:cdk:disable-asset-staging': true },
+    });
+    return new MokaPipelineStack(app, 'MokaVariant', {
+      options: parseStackOptions(context),
+      env: { account: '123456789012', region: 'eu-west-1' },
+    });
+  };
+  const findings = (s: MokaPipelineStack) =>
+    new cdkNag.AwsSolutionsChecks(s)
+      .validateScope(s)
+      .violations.flatMap((v) => v.violatingResources.map((r) => `${v.ruleName} ${r.constructPath}`));
+
+  it('a KMS-encrypted bucket, an existing bucket, on-demand only: each passes cdk-nag', () => {
+    const kms = build({ kms: 'true' });
+    expect(findings(kms)).toEqual([]);
+    const bucket = kms.node.findAll().find((c) => c.node.path.endsWith('Artifacts/Bucket/Resource'))!;
+    expect(kms.resolve((bucket as unknown as { bucketEncryption: unknown }).bucketEncryption)).toMatchObject({
+      serverSideEncryptionConfiguration: [{ serverSideEncryptionByDefault: { sseAlgorithm: 'aws:kms' } }],
+    });
+
+    const existing = build({
+      bucketName: 'my-existing-bucket',
+      spot: 'false',
+      alarmEmail: 'ops@example.com',
+    });
+    expect(findings(existing)).toEqual([]);
+    expect(existing.bucket.bucketName).toBe('my-existing-bucket');
+    expect(existing.node.findAll().some((c) => c.node.path.endsWith('Artifacts/Bucket'))).toBe(false);
+    expect(existing.batch.spotEnvironment).toBeUndefined();
+  });
+});
