@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
@@ -23,6 +24,12 @@ import { parseRunConfig } from '../../lib/pipeline/run-config.ts';
 import { DETERMINISTIC_FAILURE_EXIT_CODE, STATE_NAMES } from '../../lib/pipeline/state-names.ts';
 
 type Resource = { Type: string; Properties: Record<string, unknown> };
+
+/** asl-validator 4 (CommonJS, no type declarations): `validator(definition, options)`. */
+const aslValidator = createRequire(import.meta.url)('asl-validator') as (
+  definition: unknown,
+  options: { checkArn: boolean; checkPaths: boolean },
+) => { isValid: boolean; errorsText: (separator?: string) => string };
 
 let outdir: string;
 let stack: MokaPipelineStack;
@@ -249,6 +256,10 @@ describe('state machine', () => {
     expect(deployablePipelineDefinition({ runnableTimeoutMinutes: '45', logRetentionDays: 30 })).toEqual(
       synthesized,
     );
+    // And it is valid Amazon States Language, ARNs included (asl-validator).
+    const result = aslValidator(synthesized, { checkArn: true, checkPaths: true });
+    expect(result.errorsText()).toBe('');
+    expect(result.isValid).toBe(true);
   });
 
   it('logs every execution event to a vended log group and traces with X-Ray', () => {
