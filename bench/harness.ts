@@ -41,3 +41,24 @@ export function randomFloat32(n: number, seed = 1): Float32Array {
 }
 
 export const round = (x: number, digits = 3) => Number(x.toPrecision(digits + 1));
+
+/**
+ * Median times of `a` and `b`, measured alternately so that load from other processes on the machine hits both
+ * alike.
+ */
+export async function interleavedMedians(
+  a: () => Promise<unknown>,
+  b: () => Promise<unknown>,
+  runs: number,
+): Promise<[number, number]> {
+  await a();
+  await b();
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    ta.push(await medianMs(a, 1, 0));
+    tb.push(await medianMs(b, 1, 0));
+  }
+  const med = (xs: number[]) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  return [med(ta), med(tb)];
+}

@@ -17,7 +17,7 @@ import { numElements } from '../lib/model/dtype-convert.ts';
 import { generateTokens } from '../lib/model/generation.ts';
 import { LlamaModel } from '../lib/model/llama-model.ts';
 import { writeTinyCheckpoint, type TinyCheckpointOptions } from '../lib/model/tiny-checkpoint.ts';
-import { medianMs, round, type BenchEntry, type Suite } from './harness.ts';
+import { interleavedMedians, round, type BenchEntry, type Suite } from './harness.ts';
 
 const MiB = 2 ** 20;
 const FIXED_OVERHEAD = 64 * MiB;
@@ -33,27 +33,6 @@ const SHAPE = '4x256';
 
 const ids = (n: number, seed: number) =>
   Array.from({ length: n }, (_, i) => 1 + ((i * 31 + seed * 97) % 480));
-
-/**
- * Median times of `a` and `b`, measured alternately so that load from other processes on the machine hits both
- * alike.
- */
-async function interleavedMedians(
-  a: () => Promise<unknown>,
-  b: () => Promise<unknown>,
-  runs: number,
-): Promise<[number, number]> {
-  await a();
-  await b();
-  const ta: number[] = [];
-  const tb: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    ta.push(await medianMs(a, 1, 0));
-    tb.push(await medianMs(b, 1, 0));
-  }
-  const med = (xs: number[]) => xs.sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-  return [med(ta), med(tb)];
-}
 
 async function forwardThroughput(model: LlamaModel): Promise<BenchEntry> {
   const batch = 8;

@@ -10,9 +10,19 @@ import { adaptersSuite } from './adapters.bench.ts';
 import { modelSuite } from './model.bench.ts';
 import { trainSuite } from './train.bench.ts';
 import { quantSuite } from './quant.bench.ts';
+import { storeSuite } from './store.bench.ts';
+import { evalSuite } from './eval.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
 
-const SUITES: Suite[] = [engineSuite, adaptersSuite, modelSuite, quantSuite, trainSuite];
+const SUITES: Suite[] = [
+  engineSuite,
+  adaptersSuite,
+  modelSuite,
+  quantSuite,
+  trainSuite,
+  evalSuite,
+  storeSuite,
+];
 const RESULTS = new URL('./results.json', import.meta.url);
 
 async function main() {

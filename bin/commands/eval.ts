@@ -52,7 +52,11 @@ export function registerEval(program: Command): void {
     .option('--num-beams <n>', "beams for generation tasks (default: the task's; 1 = greedy)")
     .option('--max-new-tokens <n>', "most generated tokens for generation tasks (default: the task's)")
     .option('--seed <n>', 'seed of the random few-shot sampler', '1234')
-    .requiredOption('--out <dir>', 'where <task>.json files go')
+    .option(
+      '--out <dir>',
+      "where <task>.json files go (a run directory's evals/ is what moka report reads)",
+      'evals',
+    )
     .option('--provider <name>', 'execution provider: cpu, cuda, webgpu or auto', 'cpu')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (default: the physical cores)')
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json or none', 'auto')

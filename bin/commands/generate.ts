@@ -25,10 +25,13 @@ export function registerGenerate(program: Command): void {
         'generate a continuation of a prompt (key/value-cached decoding; greedy unless --temperature > 0)',
       ),
   )
-    .requiredOption('--prompt <text>', 'the prompt (the tokenizer adds BOS; with --chat, the user message)')
+    .requiredOption(
+      '--prompt <text>',
+      'the prompt (the tokenizer adds BOS, never EOS; with --chat, the user message)',
+    )
     .option('--max-new-tokens <n>', 'most tokens to generate', '64')
     .option('--temperature <t>', 'sampling temperature; 0 decodes greedily', '0')
-    .option('--top-k <k>', 'sample from the k most likely tokens only')
+    .option('--top-k <k>', 'sample from the k most likely tokens only (default 50, as transformers; 0: all)')
     .option('--top-p <p>', 'sample from the smallest set of tokens whose probability reaches p')
     .option('--seed <n>', 'seed of the sampler', '0')
     .option('--stop <text>', 'stop when the continuation contains this text (repeatable)', collect, [])
@@ -48,6 +51,8 @@ export function registerGenerate(program: Command): void {
       };
       const model = await loadCommandModel(opts);
       try {
+        const notice = model.tokenizer().bosNotice;
+        if (notice && !genOpts.chat) process.stderr.write(`${notice}\n`);
         const result = await generateText(model, opts.prompt, genOpts);
         if (opts.json) {
           const { text, tokens, stopReason } = result;

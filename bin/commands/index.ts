@@ -16,6 +16,7 @@ import { registerDemo } from './demo.ts';
 import { registerRun } from './run.ts';
 import { registerStage } from './stage.ts';
 import { registerSchema } from './schema.ts';
+import { registerTokenize } from './tokenize.ts';
 import { registerStart } from './start.ts';
 import { registerStatus } from './status.ts';
 import { registerLogs } from './logs.ts';
@@ -39,6 +40,7 @@ export function registerCommands(program: Command): void {
   registerRun(program);
   registerStage(program);
   registerSchema(program);
+  registerTokenize(program);
   registerStart(program);
   registerStatus(program);
   registerLogs(program);

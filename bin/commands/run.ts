@@ -26,6 +26,30 @@ export interface RunPipelineOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * SIGINT/SIGTERM while a run executes: training finishes its step and checkpoints, the run fails, and running the
+ * same runId again resumes it. A second signal exits at once (the checkpoints already in the store still count).
+ */
+function stopOnSignals(): { signal: AbortSignal; dispose: () => void } {
+  const stop = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+    process.stderr.write(
+      `moka: ${sig}: stopping after the current training step (send it again to exit at once)\n`,
+    );
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: stop.signal,
+    dispose: () => {
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+    },
+  };
+}
+
 /** Reads CONFIG, applies --run-id, runs the pipeline locally. Shared by `moka run` and `moka demo`. */
 export async function runPipelineFromFile(opts: RunPipelineOptions): Promise<LocalRunResult> {
   const raw = readJsonFile(opts.configFile, 'run config');
@@ -34,15 +58,21 @@ export async function runPipelineFromFile(opts: RunPipelineOptions): Promise<Loc
   }
   const input = { ...(raw as Record<string, unknown>), ...(opts.runId ? { runId: opts.runId } : {}) };
   const store = openStore(opts.store);
-  return runLocal({
-    definition: localPipelineDefinition(),
-    input,
-    store,
-    baseDir: dirname(resolve(opts.configFile)),
-    ...(opts.jobs ? { jobs: opts.jobs } : {}),
-    ...(opts.progress ? { progress: opts.progress } : {}),
-    ...(opts.log ? { log: opts.log } : {}),
-  });
+  const stop = stopOnSignals();
+  try {
+    return await runLocal({
+      definition: localPipelineDefinition(),
+      input,
+      store,
+      baseDir: dirname(resolve(opts.configFile)),
+      ...(opts.jobs ? { jobs: opts.jobs } : {}),
+      ...(opts.progress ? { progress: opts.progress } : {}),
+      ...(opts.log ? { log: opts.log } : {}),
+      stopSignal: stop.signal,
+    });
+  } finally {
+    stop.dispose();
+  }
 }
 
 /** One line per failed run, saying how to resume. */

@@ -19,7 +19,12 @@ import {
 } from './task-definition.ts';
 
 const LM_EVAL = 'lm-evaluation-harness @4e7e0d4';
-const COMMON = { targetDelimiter: ' ', fewshotDelimiter: '\n\n', shots: 0, fewshotSampler: 'random' } as const;
+const COMMON = {
+  targetDelimiter: ' ',
+  fewshotDelimiter: '\n\n',
+  shots: 0,
+  fewshotSampler: 'random',
+} as const;
 
 /**
  * HellaSwag's text preprocessing (lm-eval `hellaswag/utils.py preprocess`): strip, " [title]" → ". ", drop
@@ -174,7 +179,11 @@ const winogrande: MultipleChoiceTask = {
     const sentence = stringField(r, 'sentence');
     if (!sentence.includes('_')) throw new Error('field "sentence" has no "_" blank');
     const choices = [stringField(r, 'option1'), stringField(r, 'option2')];
-    return { fields: { sentence }, choices, gold: checkGold(integerField(r, 'answer') - 1, choices, 'answer') };
+    return {
+      fields: { sentence },
+      choices,
+      gold: checkGold(integerField(r, 'answer') - 1, choices, 'answer'),
+    };
   },
   docToText: '{{sentence}}',
   partial: {
@@ -264,7 +273,8 @@ const mmlu: MultipleChoiceTask = {
       gold: checkGold(integerField(r, 'answer'), choices, 'answer'),
     };
   },
-  description: 'The following are multiple choice questions (with answers) about {{subject.replace("_", " ")}}.\n\n',
+  description:
+    'The following are multiple choice questions (with answers) about {{subject.replace("_", " ")}}.\n\n',
   docToText:
     '{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:',
   targetDelimiter: ' ',
@@ -285,12 +295,7 @@ export const LLM_ADAPTERS_EVAL_PROMPT =
   '\n\n                ### Instruction:\n                {{instruction}}\n\n                ### Response:\n' +
   '                ';
 
-function generation(
-  name: string,
-  dataset: string,
-  answerRegex: string,
-  title: string,
-): GenerationTask {
+function generation(name: string, dataset: string, answerRegex: string, title: string): GenerationTask {
   return {
     name,
     protocol: 'generation',
@@ -301,7 +306,10 @@ function generation(
       split: 'test',
       fields: ['instruction', 'answer'],
     },
-    toDoc: (r) => ({ fields: { instruction: stringField(r, 'instruction') }, answer: stringField(r, 'answer') }),
+    toDoc: (r) => ({
+      fields: { instruction: stringField(r, 'instruction') },
+      answer: stringField(r, 'answer'),
+    }),
     promptTemplate: LLM_ADAPTERS_EVAL_PROMPT,
     answerRegex,
     cutAt: '### Response:',

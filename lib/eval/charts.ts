@@ -41,7 +41,12 @@ export function accuracyChart(data: ReportData): TopLevelSpec | null {
   if (points.length === 0) return null;
   const base = data.runs.find((r) => r.name === data.base);
   const front = points.filter((p) => p.pareto).sort((a, b) => a.params - b.params);
-  const x = { field: 'params', type: 'quantitative', scale: { type: 'log' }, title: 'trainable parameters (log scale)' } as const;
+  const x = {
+    field: 'params',
+    type: 'quantitative',
+    scale: { type: 'log' },
+    title: 'trainable parameters (log scale)',
+  } as const;
   // Padding keeps one-value domains (all runs equal) readable; one decimal is what the table shows too.
   const y = {
     field: 'accuracy',
@@ -111,9 +116,9 @@ export function lossChart(data: ReportData): TopLevelSpec | null {
     height: 260,
     title: 'Training and held-out loss',
     data: { values: data.losses },
-    mark: { type: 'line', point: { size: 20 } },
+    mark: { type: 'line', strokeWidth: 1.5 },
     encoding: {
-      x: { field: 'step', type: 'quantitative', title: 'step' },
+      x: { field: 'step', type: 'quantitative', title: 'step', axis: { tickMinStep: 1, format: 'd' } },
       y: { field: 'loss', type: 'quantitative', scale: { zero: false }, title: 'loss (nats/token)' },
       color: { field: 'run', type: 'nominal' },
       strokeDash: {
@@ -121,7 +126,6 @@ export function lossChart(data: ReportData): TopLevelSpec | null {
         type: 'nominal',
         title: 'split',
         sort: ['train', 'held-out'],
-        legend: { symbolType: 'stroke', symbolStrokeWidth: 2, symbolSize: 300 },
       },
       detail: { field: 'split' },
     },
@@ -144,8 +148,18 @@ export function gateChart(data: ReportData): TopLevelSpec | null {
       encoding: {
         x: { field: 'column', type: 'ordinal', title: 'projection · component', sort: null },
         y: { field: 'layer', type: 'ordinal', title: 'layer' },
-        color: { field: 'weight', type: 'quantitative', title: 'α', scale: { domain: [0, 1], scheme: 'blues' } },
-        tooltip: [{ field: 'layer' }, { field: 'projection' }, { field: 'component' }, { field: 'weight', format: '.3f' }],
+        color: {
+          field: 'weight',
+          type: 'quantitative',
+          title: 'α',
+          scale: { domain: [0, 1], scheme: 'blues' },
+        },
+        tooltip: [
+          { field: 'layer' },
+          { field: 'projection' },
+          { field: 'component' },
+          { field: 'weight', format: '.3f' },
+        ],
       },
     },
     resolve: { scale: { x: 'independent' } },

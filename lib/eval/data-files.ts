@@ -44,7 +44,9 @@ export async function readRecords(path: string): Promise<DataRecord[]> {
       const file = await asyncBufferFromFile(path);
       return ((await parquetReadObjects({ file })) as unknown[]).map((r) => plain(r) as DataRecord);
     } catch (err) {
-      throw new UserError(`${path} is not a readable Parquet file (${(err as Error).message}); re-download it`);
+      throw new UserError(
+        `${path} is not a readable Parquet file (${(err as Error).message}); re-download it`,
+      );
     }
   }
   if (ext !== '.json' && ext !== '.jsonl') {
@@ -81,7 +83,9 @@ export async function readRecords(path: string): Promise<DataRecord[]> {
   }
   records.forEach((r, i) => {
     if (r === null || typeof r !== 'object' || Array.isArray(r)) {
-      throw new UserError(`${path} record ${i + 1} is not a JSON object; each record must be {"field": value, …}`);
+      throw new UserError(
+        `${path} record ${i + 1} is not a JSON object; each record must be {"field": value, …}`,
+      );
     }
   });
   return records as DataRecord[];
@@ -163,7 +167,8 @@ export async function readTaskRecords(
     records.forEach((r, i) => {
       for (const f of fields) {
         let v: unknown = r;
-        for (const k of f.split('.')) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
+        for (const k of f.split('.'))
+          v = v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
         if (v === undefined) {
           throw new UserError(
             `${file} record ${i + 1}: task ${task} needs field "${f}", which is missing (fields: ` +

@@ -11,7 +11,8 @@
  * and correctness; for generation, the prompt, the raw output, the extracted prediction and the answer.
  *
  * Order of work: every task is read and validated, then the model and adapter are loaded (an adapter for another
- * base model fails here), and only then does anything run or get written.
+ * base model fails here), every prompt is rendered and tokenized (a request the tokenizer refuses fails here), and
+ * only then does anything run or get written.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -35,9 +36,16 @@ import {
   multipleChoicePredictions,
   type MetricValue,
 } from './metrics.ts';
-import { multipleChoicePrompt, renderTemplate, selectShots } from './prompts.ts';
-import { generateOutputs, scoreMultipleChoice } from './scorers.ts';
-import type { GenerationDoc, GenerationTask, LoadedTask, MultipleChoiceDoc, MultipleChoiceTask } from './task-definition.ts';
+import { multipleChoicePrompt, renderTemplate, selectShots, type MultipleChoicePrompt } from './prompts.ts';
+import type { TokenRequest } from './requests.ts';
+import { generateOutputs, tokenizeMultipleChoice, scoreMultipleChoice } from './scorers.ts';
+import type {
+  GenerationDoc,
+  GenerationTask,
+  LoadedTask,
+  MultipleChoiceDoc,
+  MultipleChoiceTask,
+} from './task-definition.ts';
 
 export type { MetricValue } from './metrics.ts';
 
@@ -111,7 +119,10 @@ function identity(model: LlamaModel, modelDir: string, adapterDir: string | unde
     configSha256: existsSync(configPath) ? sha256(readFileSync(configPath)) : null,
   };
   if (!adapterDir) return { model: modelId, adapter: null };
-  const cfg = JSON.parse(readFileSync(join(adapterDir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<string, unknown>;
+  const cfg = JSON.parse(readFileSync(join(adapterDir, ADAPTER_CONFIG_FILE), 'utf8')) as Record<
+    string,
+    unknown
+  >;
   return {
     model: modelId,
     adapter: {
@@ -130,20 +141,39 @@ interface TaskOutcome {
   extra: Record<string, unknown>;
 }
 
-async function runMultipleChoice(
+/** A task with its prompts rendered and tokenized, ready to run. */
+type PreparedTask = (progress: PhaseProgressReporter) => Promise<TaskOutcome>;
+
+/** Renders and tokenizes every item now (so a refused one fails before anything runs); returns the run. */
+function prepareMultipleChoice(
   loaded: LoadedTask,
   task: MultipleChoiceTask,
   scorer: SharedContextScorer,
   opts: EvaluateOptions,
-  progress: PhaseProgressReporter,
-): Promise<TaskOutcome> {
+): PreparedTask {
   const docs = loaded.docs as MultipleChoiceDoc[];
   const shots = opts.shots ?? task.shots;
   const seed = opts.seed ?? 1234;
   const prompts = docs.map((d, i) =>
     multipleChoicePrompt(task, d, selectShots(task, d, loaded.fewshotDocs, shots, seed, i)),
   );
-  const scores = await scoreMultipleChoice(scorer, prompts, opts.batchSize ?? 8, (done) =>
+  const requests = tokenizeMultipleChoice(scorer.model.tokenizer(), prompts, loaded.name);
+  return (progress) =>
+    runMultipleChoice(loaded, task, docs, prompts, requests, shots, scorer, opts, progress);
+}
+
+async function runMultipleChoice(
+  loaded: LoadedTask,
+  task: MultipleChoiceTask,
+  docs: MultipleChoiceDoc[],
+  prompts: MultipleChoicePrompt[],
+  requests: TokenRequest[][],
+  shots: number,
+  scorer: SharedContextScorer,
+  opts: EvaluateOptions,
+  progress: PhaseProgressReporter,
+): Promise<TaskOutcome> {
+  const scores = await scoreMultipleChoice(scorer, requests, opts.batchSize ?? 8, (done) =>
     progress.update(loaded.name, done, docs.length, `${done}/${docs.length} items`),
   );
   const acc: number[] = [];
@@ -168,7 +198,9 @@ async function runMultipleChoice(
       gold: d.gold,
       prediction: pred.acc,
       correct: pred.acc === d.gold,
-      ...(task.metrics.includes('acc_norm') ? { predictionNorm: pred.accNorm, correctNorm: pred.accNorm === d.gold } : {}),
+      ...(task.metrics.includes('acc_norm')
+        ? { predictionNorm: pred.accNorm, correctNorm: pred.accNorm === d.gold }
+        : {}),
     };
   });
   const metrics: Record<string, MetricValue> = {};
@@ -209,19 +241,30 @@ async function runMultipleChoice(
   };
 }
 
-async function runGeneration(
+function prepareGeneration(
   loaded: LoadedTask,
   task: GenerationTask,
   model: LlamaModel,
   opts: EvaluateOptions,
+): PreparedTask {
+  const docs = loaded.docs as GenerationDoc[];
+  const prompts = docs.map((d) => renderTemplate(task.promptTemplate, d.fields));
+  return (progress) => runGeneration(loaded, task, docs, prompts, model, opts, progress);
+}
+
+async function runGeneration(
+  loaded: LoadedTask,
+  task: GenerationTask,
+  docs: GenerationDoc[],
+  prompts: string[],
+  model: LlamaModel,
+  opts: EvaluateOptions,
   progress: PhaseProgressReporter,
 ): Promise<TaskOutcome> {
-  const docs = loaded.docs as GenerationDoc[];
   const settings = {
     maxNewTokens: opts.maxNewTokens ?? task.maxNewTokens,
     numBeams: opts.numBeams ?? task.numBeams,
   };
-  const prompts = docs.map((d) => renderTemplate(task.promptTemplate, d.fields));
   const outputs = await generateOutputs(model, prompts, settings, (done) =>
     progress.update(loaded.name, done, docs.length, `${done}/${docs.length} items`),
   );
@@ -229,7 +272,14 @@ async function runGeneration(
   const records = docs.map((d, i) => {
     const prediction = extractAnswer(outputs[i]!, task.answerRegex, task.cutAt);
     correct.push(prediction === d.answer ? 1 : 0);
-    return { index: i, prompt: prompts[i], output: outputs[i], prediction, answer: d.answer, correct: prediction === d.answer };
+    return {
+      index: i,
+      prompt: prompts[i],
+      output: outputs[i],
+      prediction,
+      answer: d.answer,
+      correct: prediction === d.answer,
+    };
   });
   return {
     metrics: { exact_match: meanWithStderr(correct) },
@@ -268,15 +318,18 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
   });
   try {
     const ids = identity(model, opts.modelDir, opts.adapterDir);
+    // Every prompt is rendered and tokenized before anything runs or is written.
+    const prepared = tasks.map((loaded) =>
+      loaded.task.protocol === 'loglikelihood'
+        ? prepareMultipleChoice(loaded, loaded.task, scorer, opts)
+        : prepareGeneration(loaded, loaded.task, model, opts),
+    );
     await mkdir(opts.outDir, { recursive: true });
     const results: TaskResult[] = [];
-    for (const loaded of tasks) {
+    for (const [k, loaded] of tasks.entries()) {
       const t = loaded.task;
       progress.update(loaded.name, 0, loaded.docs.length, `0/${loaded.docs.length} items`);
-      const outcome =
-        t.protocol === 'loglikelihood'
-          ? await runMultipleChoice(loaded, t, scorer, opts, progress)
-          : await runGeneration(loaded, t, model, opts, progress);
+      const outcome = await prepared[k]!(progress);
       const file = join(opts.outDir, `${loaded.name}.json`);
       const doc = {
         format: RESULT_FORMAT,
@@ -297,7 +350,13 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
         records: outcome.records,
       };
       await writeFileAtomic(file, `${JSON.stringify(doc, null, 1)}\n`);
-      results.push({ task: loaded.name, protocol: t.protocol, metrics: outcome.metrics, items: loaded.docs.length, file });
+      results.push({
+        task: loaded.name,
+        protocol: t.protocol,
+        metrics: outcome.metrics,
+        items: loaded.docs.length,
+        file,
+      });
     }
     return { modelDir: opts.modelDir, adapterDir: opts.adapterDir ?? null, tasks: results };
   } finally {

@@ -6,7 +6,13 @@
 import { UserError } from '../errors.ts';
 import { BUILTIN_TASKS } from './builtin-tasks.ts';
 import { expectedLayout, findSplitFiles, readTaskRecords } from './data-files.ts';
-import type { DataRecord, GenerationDoc, LoadedTask, MultipleChoiceDoc, TaskDefinition } from './task-definition.ts';
+import type {
+  DataRecord,
+  GenerationDoc,
+  LoadedTask,
+  MultipleChoiceDoc,
+  TaskDefinition,
+} from './task-definition.ts';
 import { loadUserTask, looksLikeTaskFile } from './user-tasks.ts';
 
 export interface LoadTaskOptions {
@@ -65,7 +71,11 @@ async function loadBuiltin(task: TaskDefinition, opts: LoadTaskOptions): Promise
   const layout = expectedLayout(source, source.split);
   const files = findSplitFiles(task.name, source, opts.dataDir, source.split);
   const records = await readTaskRecords(task.name, files, source.fields, layout);
-  const docs = applyLimit(task, toDocs<MultipleChoiceDoc | GenerationDoc>(task, records, files, layout), opts.limit);
+  const docs = applyLimit(
+    task,
+    toDocs<MultipleChoiceDoc | GenerationDoc>(task, records, files, layout),
+    opts.limit,
+  );
   let fewshotDocs: MultipleChoiceDoc[] = [];
   if (task.protocol === 'loglikelihood') {
     const shots = opts.shots ?? task.shots;
@@ -82,7 +92,8 @@ async function loadBuiltin(task: TaskDefinition, opts: LoadTaskOptions): Promise
 
 /** Loads every entry of `tasks`; names must be unique (they name the output files). */
 export async function loadTasks(tasks: readonly string[], opts: LoadTaskOptions): Promise<LoadedTask[]> {
-  if (tasks.length === 0) throw new UserError(`no tasks given; name built-in tasks (${taskNameList()}) or task files`);
+  if (tasks.length === 0)
+    throw new UserError(`no tasks given; name built-in tasks (${taskNameList()}) or task files`);
   const out: LoadedTask[] = [];
   for (const entry of tasks) {
     const builtin = BUILTIN_TASKS.get(entry);
@@ -105,7 +116,9 @@ export async function loadTasks(tasks: readonly string[], opts: LoadTaskOptions)
       );
     }
     if (out.some((t) => t.name === loaded.name)) {
-      throw new UserError(`task "${loaded.name}" is given twice (its results would share ${loaded.name}.json)`);
+      throw new UserError(
+        `task "${loaded.name}" is given twice (its results would share ${loaded.name}.json)`,
+      );
     }
     out.push(loaded);
   }

@@ -57,7 +57,8 @@ export function microAverage(groups: readonly { metric: MetricValue; size: numbe
     return { value, stderr: null };
   }
   const pooledVar =
-    groups.reduce((a, g) => a + (g.size - 1) * (g.metric.stderr ?? 0) ** 2 * g.size, 0) / (total - groups.length);
+    groups.reduce((a, g) => a + (g.size - 1) * (g.metric.stderr ?? 0) ** 2 * g.size, 0) /
+    (total - groups.length);
   return { value, stderr: Math.sqrt(pooledVar / total) };
 }
 

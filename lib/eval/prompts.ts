@@ -27,7 +27,9 @@ export function renderTemplate(template: string, fields: DataRecord): string {
       // A sentinel after the template keeps the trailing newline that Jinja would drop.
       t = new Template(`${template}\u0000`);
     } catch (err) {
-      throw new UserError(`prompt template ${JSON.stringify(template)} is not valid Jinja: ${(err as Error).message}`);
+      throw new UserError(
+        `prompt template ${JSON.stringify(template)} is not valid Jinja: ${(err as Error).message}`,
+      );
     }
     compiled.set(template, t);
   }

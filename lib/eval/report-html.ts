@@ -2,7 +2,7 @@
  * report.html: one self-contained page (inline CSS and SVG, no scripts, no network): the accuracy table with
  * deltas to the base row, the charts (SVG from charts.ts), the task protocols and the run configs.
  */
-import { accuracyTable, formatDelta, formatParams, formatScore, type ReportData } from './report-model.ts';
+import { formatDelta, formatParams, formatScore, type ReportData } from './report-model.ts';
 
 export interface ReportCharts {
   accuracy: string | null;
@@ -11,37 +11,47 @@ export interface ReportCharts {
 }
 
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+  return s.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!,
+  );
 }
+
+/** CSS class of a delta: green up, red down, grey for none. */
+const deltaClass = (d: number) => (d > 0 ? 'up' : d < 0 ? 'down' : 'same');
 
 const STYLE = `
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f; margin: 0; background: #fafafa; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; }
+main { max-width: 1400px; margin: 0 auto; padding: 20px 24px 48px; }
 h1 { font-size: 26px; margin: 8px 0 4px; } h2 { font-size: 19px; margin: 32px 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 p.lede, p.note { color: #555; margin: 4px 0 12px; }
-table { border-collapse: collapse; background: white; box-shadow: 0 1px 2px rgba(0,0,0,.08); font-variant-numeric: tabular-nums; }
-th, td { padding: 6px 10px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
+table { font-size: 13.5px; border-collapse: collapse; background: white; box-shadow: 0 1px 2px rgba(0,0,0,.08); font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 7px; vertical-align: top; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
 th { background: #f0f0f3; font-weight: 600; } th:first-child, td:first-child, th:nth-child(2), td:nth-child(2) { text-align: left; }
 tr.base td { background: #f7f7f9; } tr.pareto td:first-child::after { content: " ★"; color: #b58900; }
-.se { color: #888; font-size: 12px; } .delta { font-size: 12px; margin-left: 4px; } .up { color: #1a7f37; } .down { color: #c62828; }
+.se, .metric { color: #888; font-size: 12px; font-weight: normal; } .table-wrap { overflow-x: auto; } .delta { font-size: 12px; margin-left: 4px; } .up { color: #1a7f37; } .down { color: #c62828; } .same { color: #888; }
 .chart { background: white; box-shadow: 0 1px 2px rgba(0,0,0,.08); padding: 12px; overflow-x: auto; }
 details { background: white; margin: 6px 0; padding: 6px 10px; box-shadow: 0 1px 2px rgba(0,0,0,.06); }
 pre { font-size: 12px; overflow-x: auto; } code { font-size: 13px; }
 `;
 
-function scoreCell(data: ReportData, run: ReportData['runs'][number], task: string): string {
+function scoreCell(run: ReportData['runs'][number], task: string): string {
   const m = run.scores[task] ?? null;
   if (m === null) return '<td>—</td>';
   const [value, se] = formatScore(m).split(' ± ');
   const d = run.adapterType ? (run.deltaToBase[task] ?? null) : null;
-  const delta =
-    d === null ? '' : `<span class="delta ${d >= 0 ? 'up' : 'down'}">${escapeHtml(formatDelta(d))}</span>`;
-  void data;
-  return `<td>${value}${se ? ` <span class="se">± ${se}</span>` : ''}${delta}</td>`;
+  const delta = d === null ? '' : `<span class="delta ${deltaClass(d)}">${escapeHtml(formatDelta(d))}</span>`;
+  return `<td>${value}${delta}${se ? `<br><span class="se">± ${se}</span>` : ''}</td>`;
 }
 
 function table(data: ReportData): string {
-  const head = accuracyTable(data)[0]!;
+  const head = [
+    'run',
+    'adapter',
+    'trainable',
+    ...data.tasks.map((t) => `${escapeHtml(t.task)}<br><span class="metric">${escapeHtml(t.metric)}</span>`),
+    'average',
+  ];
   const rows = data.runs.map((r) => {
     const cls = [r.adapterType === null ? 'base' : '', r.pareto ? 'pareto' : ''].filter(Boolean).join(' ');
     const avg =
@@ -49,20 +59,20 @@ function table(data: ReportData): string {
         ? '—'
         : `${(100 * r.average).toFixed(2)}${
             r.adapterType && r.averageDelta !== null
-              ? `<span class="delta ${r.averageDelta >= 0 ? 'up' : 'down'}">${escapeHtml(formatDelta(r.averageDelta))}</span>`
+              ? `<span class="delta ${deltaClass(r.averageDelta)}">${escapeHtml(formatDelta(r.averageDelta))}</span>`
               : ''
           }`;
     return (
       `<tr class="${cls}" data-run="${escapeHtml(r.name)}"><td>${escapeHtml(r.name)}</td>` +
       `<td>${escapeHtml(r.adapterType ?? 'base')}</td>` +
       `<td>${r.adapterType ? formatParams(r.trainableParameters) : '0'}</td>` +
-      data.tasks.map((t) => scoreCell(data, r, t.task)).join('') +
+      data.tasks.map((t) => scoreCell(r, t.task)).join('') +
       `<td><strong>${avg}</strong></td></tr>`
     );
   });
   return (
-    `<table id="accuracy-table"><thead><tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr></thead>` +
-    `<tbody>${rows.join('')}</tbody></table>`
+    `<div class="table-wrap"><table id="accuracy-table"><thead><tr>${head.map((h) => `<th>${h}</th>`).join('')}` +
+    `</tr></thead><tbody>${rows.join('')}</tbody></table></div>`
   );
 }
 

@@ -7,6 +7,7 @@
  * A task's accuracy is its `acc` (lm-eval multiple choice; for MMLU the micro average) or `exact_match`
  * (generation). The base row is the first run without an adapter. Deltas are in accuracy points (×100).
  */
+import { BUILTIN_TASKS } from './builtin-tasks.ts';
 import type { MetricValue } from './metrics.ts';
 import type { GateWeight, LossPoint, RunData } from './run-data.ts';
 
@@ -62,7 +63,10 @@ export function paretoFront(points: readonly { params: number; accuracy: number 
   points.forEach((p, i) => {
     const dominated = points.some(
       (q, j) =>
-        j !== i && q.params <= p.params && q.accuracy >= p.accuracy && (q.params < p.params || q.accuracy > p.accuracy),
+        j !== i &&
+        q.params <= p.params &&
+        q.accuracy >= p.accuracy &&
+        (q.params < p.params || q.accuracy > p.accuracy),
     );
     if (!dominated) front.add(i);
   });
@@ -73,6 +77,10 @@ export function paretoFront(points: readonly { params: number; accuracy: number 
 export function buildReportData(runs: readonly RunData[], createdAt = new Date().toISOString()): ReportData {
   const taskNames: string[] = [];
   for (const r of runs) for (const t of r.tasks.keys()) if (!taskNames.includes(t)) taskNames.push(t);
+  // Built-in tasks in their usual order (the paper's table), then the others by name.
+  const builtin = [...BUILTIN_TASKS.keys()];
+  const rank = (t: string) => (builtin.includes(t) ? builtin.indexOf(t) : builtin.length);
+  taskNames.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const tasks: ReportTask[] = taskNames.map((task) => {
     const first = runs.find((r) => r.tasks.has(task))!.tasks.get(task)!;
     return {
@@ -84,7 +92,8 @@ export function buildReportData(runs: readonly RunData[], createdAt = new Date()
       items: first.items,
     };
   });
-  const scoreOf = (r: RunData, t: ReportTask): MetricValue | null => r.tasks.get(t.task)?.metrics[t.metric] ?? null;
+  const scoreOf = (r: RunData, t: ReportTask): MetricValue | null =>
+    r.tasks.get(t.task)?.metrics[t.metric] ?? null;
   const base = runs.find((r) => r.adapterType === null) ?? null;
   const average = (r: RunData) => {
     const xs = tasks.map((t) => scoreOf(r, t));
@@ -151,16 +160,27 @@ export function formatDelta(d: number | null): string {
   return `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(2)}`;
 }
 
-/** The accuracy table as rows of cells (header first): run, type, trainable params, tasks…, average. */
-export function accuracyTable(data: ReportData): string[][] {
-  const head = ['run', 'adapter', 'trainable', ...data.tasks.map((t) => `${t.task} (${t.metric})`), 'average'];
+/**
+ * The accuracy table as rows of cells (header first): run, type, trainable params, tasks…, average. Without
+ * `stderr`, cells hold the accuracy and its delta only (the terminal table).
+ */
+export function accuracyTable(data: ReportData, opts: { stderr?: boolean } = {}): string[][] {
+  const withSe = opts.stderr ?? true;
+  const head = [
+    'run',
+    'adapter',
+    'trainable',
+    ...data.tasks.map((t) => `${t.task} (${t.metric})`),
+    'average',
+  ];
   const rows = data.runs.map((r) => [
     r.name + (r.pareto ? ' *' : ''),
     r.adapterType ?? 'base',
     r.adapterType ? formatParams(r.trainableParameters) : '0',
     ...data.tasks.map((t) => {
       const d = r.adapterType ? formatDelta(r.deltaToBase[t.task] ?? null) : '';
-      return `${formatScore(r.scores[t.task] ?? null)}${d ? ` (${d})` : ''}`;
+      const score = formatScore(r.scores[t.task] ?? null);
+      return `${withSe ? score : score.split(' ± ')[0]}${d ? ` (${d})` : ''}`;
     }),
     r.average === null
       ? '—'
@@ -171,8 +191,12 @@ export function accuracyTable(data: ReportData): string[][] {
 
 /** The accuracy table as aligned plain text for a terminal. */
 export function formatTextTable(data: ReportData): string {
-  const rows = accuracyTable(data);
+  const rows = accuracyTable(data, { stderr: false });
   const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => [...r[c]!].length)));
-  const line = (r: string[]) => r.map((cell, c) => cell + ' '.repeat(w[c]! - [...cell].length)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((cell, c) => cell + ' '.repeat(w[c]! - [...cell].length))
+      .join('  ')
+      .trimEnd();
   return [line(rows[0]!), w.map((n) => '-'.repeat(n)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }

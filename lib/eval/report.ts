@@ -40,7 +40,9 @@ export interface ReportSummary {
 export async function buildReport(opts: ReportOptions): Promise<ReportSummary> {
   if (opts.runDirs.length === 0) throw new UserError('give at least one run directory to report on');
   if (opts.names && opts.names.length !== opts.runDirs.length) {
-    throw new UserError(`${opts.names.length} names for ${opts.runDirs.length} run directories; give one name per run`);
+    throw new UserError(
+      `${opts.names.length} names for ${opts.runDirs.length} run directories; give one name per run`,
+    );
   }
   const runs = [];
   for (let i = 0; i < opts.runDirs.length; i++) runs.push(await readRun(opts.runDirs[i]!, opts.names?.[i]));

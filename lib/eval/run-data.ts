@@ -58,7 +58,9 @@ function readJson(path: string, what: string): Record<string, unknown> {
   try {
     parsed = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new UserError(`${path} (${what}) is not valid JSON (${(err as Error).message}); rerun the step that wrote it`);
+    throw new UserError(
+      `${path} (${what}) is not valid JSON (${(err as Error).message}); rerun the step that wrote it`,
+    );
   }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
     throw new UserError(`${path} (${what}) is not a JSON object; rerun the step that wrote it`);
@@ -75,11 +77,20 @@ function readEvals(dir: string): Map<string, TaskScore> {
     );
   }
   const out = new Map<string, TaskScore>();
-  for (const f of readdirSync(evalDir).filter((n) => n.endsWith('.json')).sort()) {
+  for (const f of readdirSync(evalDir)
+    .filter((n) => n.endsWith('.json'))
+    .sort()) {
     const path = join(evalDir, f);
     const j = readJson(path, 'an evaluation result');
-    if (j.format !== 'moka-eval' || typeof j.task !== 'string' || !j.metrics || typeof j.metrics !== 'object') {
-      throw new UserError(`${path} is not a moka evaluation result (format "moka-eval"); remove it or rerun moka eval`);
+    if (
+      j.format !== 'moka-eval' ||
+      typeof j.task !== 'string' ||
+      !j.metrics ||
+      typeof j.metrics !== 'object'
+    ) {
+      throw new UserError(
+        `${path} is not a moka evaluation result (format "moka-eval"); remove it or rerun moka eval`,
+      );
     }
     out.set(j.task, {
       task: j.task,
@@ -111,7 +122,8 @@ function readLosses(dir: string): LossPoint[] {
         throw new UserError(`${path} line ${i + 1} is not valid JSON; the training log is damaged`);
       }
       const step = Number(m.step);
-      if (typeof m.loss === 'number' && Number.isFinite(m.loss)) out.push({ step, split: 'train', loss: m.loss });
+      if (typeof m.loss === 'number' && Number.isFinite(m.loss))
+        out.push({ step, split: 'train', loss: m.loss });
       if (typeof m.evalLoss === 'number' && Number.isFinite(m.evalLoss)) {
         out.push({ step, split: 'held-out', loss: m.evalLoss });
       }
@@ -140,7 +152,9 @@ async function readGates(adapterDir: string): Promise<GateWeight[]> {
         out.push({ layer: Number(m[1]), projection: m[2]!, component, weight: v / z }),
       );
     }
-    return out.sort((a, b) => a.layer - b.layer || a.projection.localeCompare(b.projection) || a.component - b.component);
+    return out.sort(
+      (a, b) => a.layer - b.layer || a.projection.localeCompare(b.projection) || a.component - b.component,
+    );
   } finally {
     await file.close();
   }

@@ -4,15 +4,25 @@
  * reported while the batches inside a chunk stay full.
  */
 import { beamSearch } from '../model/beam-search.ts';
-import { generateTokens } from '../model/generation.ts';
+import { generateText } from '../model/generation.ts';
 import type { LlamaModel } from '../model/llama-model.ts';
 import type { ScoreResult } from '../model/scoring.ts';
 import type { SharedContextScorer } from '../model/shared-context-scoring.ts';
 import type { MultipleChoicePrompt } from './prompts.ts';
-import { choiceRequests, groupRequests } from './requests.ts';
+import type { Tokenizer } from '../model/tokenizer.ts';
+import { choiceRequests, groupRequests, tokenizeRequests, type TokenRequest } from './requests.ts';
 
 /** Items per chunk between progress reports. */
 const CHUNK = 64;
+
+/** The token requests of each item (one per choice), in item order; see tokenizeRequests for the errors. */
+export function tokenizeMultipleChoice(
+  tokenizer: Tokenizer,
+  prompts: readonly MultipleChoicePrompt[],
+  task: string,
+): TokenRequest[][] {
+  return prompts.map((p, i) => tokenizeRequests(tokenizer, choiceRequests(p), `task ${task} item ${i + 1}`));
+}
 
 /**
  * The log-likelihood of each choice of each item (ScoreResult per choice, in choice order). Requests of a chunk
@@ -20,20 +30,17 @@ const CHUNK = 64;
  */
 export async function scoreMultipleChoice(
   scorer: SharedContextScorer,
-  prompts: readonly MultipleChoicePrompt[],
+  items: readonly TokenRequest[][],
   batchSize: number,
   onProgress: (done: number) => void,
 ): Promise<ScoreResult[][]> {
-  const tokenizer = scorer.model.tokenizer();
   const out: ScoreResult[][] = [];
-  for (let start = 0; start < prompts.length; start += CHUNK) {
-    const chunk = prompts.slice(start, start + CHUNK);
-    const perItem = chunk.map(choiceRequests);
-    const flat = perItem.flat();
-    const { groups, placement } = groupRequests(tokenizer, flat);
+  for (let start = 0; start < items.length; start += CHUNK) {
+    const chunk = items.slice(start, start + CHUNK);
+    const { groups, placement } = groupRequests(chunk.flat());
     const scored = await scorer.score(groups, { batchSize });
     let at = 0;
-    for (const reqs of perItem) {
+    for (const reqs of chunk) {
       out.push(
         reqs.map(() => {
           const [g, c] = placement[at++]!;
@@ -41,7 +48,7 @@ export async function scoreMultipleChoice(
         }),
       );
     }
-    onProgress(Math.min(start + CHUNK, prompts.length));
+    onProgress(Math.min(start + CHUNK, items.length));
   }
   return out;
 }
@@ -51,21 +58,27 @@ export interface GenerationSettings {
   numBeams: number;
 }
 
-/** Generated text for each prompt (the prompt tokenized with the checkpoint's BOS, no chat template). */
+/**
+ * Generated text for each prompt, without a chat template: greedy through `generateText` (the model's prompt
+ * encoding, with BOS), beam search from the same encoding.
+ */
 export async function generateOutputs(
   model: LlamaModel,
   prompts: readonly string[],
   settings: GenerationSettings,
   onProgress: (done: number) => void,
 ): Promise<string[]> {
-  const tokenizer = model.tokenizer();
   const out: string[] = [];
   for (const prompt of prompts) {
-    const ids = tokenizer.encode(prompt);
     const text =
       settings.numBeams > 1
-        ? (await beamSearch(model, ids, { numBeams: settings.numBeams, maxNewTokens: settings.maxNewTokens })).text
-        : (await generateTokens(model, ids, { maxNewTokens: settings.maxNewTokens })).text;
+        ? (
+            await beamSearch(model, model.tokenizer().encode(prompt), {
+              numBeams: settings.numBeams,
+              maxNewTokens: settings.maxNewTokens,
+            })
+          ).text
+        : (await generateText(model, prompt, { maxNewTokens: settings.maxNewTokens })).text;
     out.push(text);
     onProgress(out.length);
   }

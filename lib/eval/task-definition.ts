@@ -62,7 +62,10 @@ export interface MultipleChoiceTask {
    * Partial scoring (WinoGrande): `partialContexts(doc)` gives one context per choice and
    * `partialContinuation(doc)` the shared continuation; the context of choice i replaces `docToText`.
    */
-  partial?: { contexts: (doc: MultipleChoiceDoc) => string[]; continuation: (doc: MultipleChoiceDoc) => string };
+  partial?: {
+    contexts: (doc: MultipleChoiceDoc) => string[];
+    continuation: (doc: MultipleChoiceDoc) => string;
+  };
   /** Metrics reported: acc always; acc_norm when choice lengths vary meaningfully. */
   metrics: readonly ('acc' | 'acc_norm')[];
   /** Items belong to groups averaged separately (MMLU subjects): the group of a doc. */

@@ -122,15 +122,16 @@ export async function loadUserTask(path: string): Promise<LoadedTask> {
   if (items.length === 0) throw new UserError(`task file ${path} has no items; ${HOWTO}`);
   const first = items[0];
   const kind =
-    h?.type ??
-    (first && typeof first === 'object' && 'prompt' in first ? 'generation' : 'multiple_choice');
+    h?.type ?? (first && typeof first === 'object' && 'prompt' in first ? 'generation' : 'multiple_choice');
   const name = userTaskName(path);
   if (kind === 'generation') {
     if (h?.regex !== undefined) {
       try {
         new RegExp(h.regex);
       } catch (err) {
-        throw new UserError(`task file ${path}: "regex" is not a valid regular expression (${(err as Error).message})`);
+        throw new UserError(
+          `task file ${path}: "regex" is not a valid regular expression (${(err as Error).message})`,
+        );
       }
     }
     const task: GenerationTask = {

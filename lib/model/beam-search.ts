@@ -84,7 +84,8 @@ export async function beamSearch(
   const k = opts.numBeams;
   const maxNew = opts.maxNewTokens;
   if (!Number.isInteger(k) || k < 1) throw new UserError(`the number of beams must be >= 1, got ${k}`);
-  if (!Number.isInteger(maxNew) || maxNew < 1) throw new UserError(`max new tokens must be >= 1, got ${maxNew}`);
+  if (!Number.isInteger(maxNew) || maxNew < 1)
+    throw new UserError(`max new tokens must be >= 1, got ${maxNew}`);
   if (promptIds.length === 0) throw new UserError('the prompt is empty: generation needs at least one token');
   if (promptIds.length + maxNew > model.config.maxPositionEmbeddings) {
     throw new UserError(

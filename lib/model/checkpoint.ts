@@ -268,26 +268,12 @@ export class Checkpoint {
    * chat_template.json (the processor-style `{"chat_template": ...}`) is used when neither has one.
    */
   tokenizer(): Tokenizer {
-    if (this.tokenizerCache) return this.tokenizerCache;
-    if (!this.tokenizerJson) {
-      throw new UserError(
-        `${this.dir}: no ${TOKENIZER_FILE}; moka needs the fast-tokenizer file (copy it from the model repository)`,
-      );
-    }
-    const gen = this.generationConfig?.eos_token_id;
-    const genEos =
-      typeof gen === 'number' ? [gen] : Array.isArray(gen) ? gen.filter((x) => typeof x === 'number') : [];
-    let config = this.tokenizerConfig ?? {};
-    let chatTemplateOrigin = join(this.dir, TOKENIZER_CONFIG_FILE);
-    const file = this.chatTemplateFile;
-    if (file && (file.file === CHAT_TEMPLATE_JINJA_FILE || config.chat_template == null)) {
-      config = { ...config, chat_template: file.template };
-      chatTemplateOrigin = join(this.dir, file.file);
-    }
-    this.tokenizerCache = Tokenizer.fromJson(this.tokenizerJson, config, {
-      source: join(this.dir, TOKENIZER_FILE),
-      extraEosIds: [...this.config.eosTokenIds, ...genEos],
-      chatTemplateOrigin,
+    this.tokenizerCache ??= buildTokenizer(this.dir, {
+      tokenizerJson: this.tokenizerJson,
+      tokenizerConfig: this.tokenizerConfig,
+      generationConfig: this.generationConfig,
+      chatTemplateFile: this.chatTemplateFile,
+      configEosIds: this.config.eosTokenIds,
     });
     return this.tokenizerCache;
   }
@@ -299,6 +285,70 @@ export class Checkpoint {
   private file(name: string): SafetensorsFile {
     return this.files.get(this.info(name).file)!;
   }
+}
+
+interface TokenizerFiles {
+  tokenizerJson: Record<string, unknown> | null;
+  tokenizerConfig: Record<string, unknown> | null;
+  generationConfig: Record<string, unknown> | null;
+  chatTemplateFile: ChatTemplateFile | null;
+  /** config.json's eos_token_id(s). */
+  configEosIds: readonly number[];
+}
+
+/** The tokenizer of a model directory from its files; see `Checkpoint.tokenizer`. */
+function buildTokenizer(dir: string, f: TokenizerFiles): Tokenizer {
+  if (!f.tokenizerJson) {
+    throw new UserError(
+      `${dir}: no ${TOKENIZER_FILE}; moka needs the fast-tokenizer file (copy it from the model repository)`,
+    );
+  }
+  const gen = f.generationConfig?.eos_token_id;
+  const genEos =
+    typeof gen === 'number' ? [gen] : Array.isArray(gen) ? gen.filter((x) => typeof x === 'number') : [];
+  let config = f.tokenizerConfig ?? {};
+  let chatTemplateOrigin = join(dir, TOKENIZER_CONFIG_FILE);
+  const file = f.chatTemplateFile;
+  if (file && (file.file === CHAT_TEMPLATE_JINJA_FILE || config.chat_template == null)) {
+    config = { ...config, chat_template: file.template };
+    chatTemplateOrigin = join(dir, file.file);
+  }
+  return Tokenizer.fromJson(f.tokenizerJson, config, {
+    source: join(dir, TOKENIZER_FILE),
+    extraEosIds: [...f.configEosIds, ...genEos],
+    chatTemplateOrigin,
+  });
+}
+
+/**
+ * The tokenizer of a model directory, read from its tokenizer files (and config.json's eos_token_id when there is
+ * one) without opening any weights: `moka tokenize` works on any model directory, 4-bit ones included.
+ */
+export async function openTokenizer(dir: string): Promise<Tokenizer> {
+  let dirStat;
+  try {
+    dirStat = await stat(dir);
+  } catch {
+    throw new UserError(`${dir}: no such directory; give the path of a Hugging Face model directory`);
+  }
+  if (!dirStat.isDirectory()) throw new UserError(`${dir}: not a directory; give the model directory`);
+  const [configJson, tokenizerJson, tokenizerConfig, generationConfig, chatTemplateFile] = await Promise.all([
+    readJsonObjectIfPresent(join(dir, CONFIG_FILE), 'the model config'),
+    readJsonObjectIfPresent(join(dir, TOKENIZER_FILE), 'the tokenizer'),
+    readJsonObjectIfPresent(join(dir, TOKENIZER_CONFIG_FILE), 'the tokenizer config'),
+    readJsonObjectIfPresent(join(dir, GENERATION_CONFIG_FILE), 'the generation config'),
+    readChatTemplateFile(dir),
+  ]);
+  const eos = configJson?.eos_token_id;
+  const configEosIds =
+    typeof eos === 'number' ? [eos] : Array.isArray(eos) ? eos.filter((x) => typeof x === 'number') : [];
+  return buildTokenizer(dir, {
+    tokenizerJson,
+    tokenizerConfig,
+    generationConfig,
+    chatTemplateFile,
+    configEosIds,
+  });
 }
 
 /** Opens and validates a HF checkpoint directory; see the module comment. */

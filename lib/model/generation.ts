@@ -9,7 +9,8 @@
  * Generation stops at the first of: an end-of-sequence id (the checkpoint's: config.json, generation_config.json
  * and the tokenizer's EOS), a stop string appearing in the decoded text, or `maxNewTokens`. The EOS token is
  * not part of the result. With a stop string, `text` ends just before it, and `tokens` end with the token that
- * completed it (as lm-evaluation-harness `until` truncates the text).
+ * completed it (as lm-evaluation-harness `until` truncates the text). A stop string naming a special token stops
+ * at that token. `text` is what decoding prompt + generation adds after the prompt (stop-strings.ts).
  *
  * One sequence at a time: prompts in a batch would sit at different positions, and the graph's RoPE tables are
  * per position, shared across the batch.
@@ -18,6 +19,7 @@ import { UserError } from '../errors.ts';
 import type { ChatMessage } from './chat-template.ts';
 import type { LlamaModel } from './llama-model.ts';
 import { chooseToken, validateSampling, type SamplingOptions } from './sampling.ts';
+import { continuationText, StopStringMatcher } from './stop-strings.ts';
 import { mulberry32 } from '../engine/random.ts';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -38,60 +40,15 @@ export type StopReason = 'eos' | 'stop' | 'length';
 export interface GenerateResult {
   /** Generated token ids (the EOS that ended it excluded). */
   tokens: number[];
-  /** The decoded continuation (special tokens skipped; cut before a stop string). Empty without a tokenizer. */
+  /**
+   * What decoding prompt + tokens adds after the decoded prompt (special tokens skipped; cut before a stop
+   * string). Empty without a tokenizer.
+   */
   text: string;
   stopReason: StopReason;
   /** The stop string that ended generation, when stopReason is 'stop'. */
   stopString?: string;
   promptTokens: number;
-}
-
-/** The first stop string in `text` (the earliest occurrence; the first listed on a tie), or null. */
-function firstStop(text: string, stops: readonly string[]): { cut: number; stop: string } | null {
-  let found: { cut: number; stop: string } | null = null;
-  for (const stop of stops) {
-    const at = text.indexOf(stop);
-    if (at >= 0 && (found === null || at < found.cut)) found = { cut: at, stop };
-  }
-  return found;
-}
-
-/**
- * Tokens decoded before the stop-string window proper: the window may start inside a multi-byte character (its
- * first tokens then decode to replacement characters) or just after a skipped special token.
- */
-const STOP_WINDOW_MARGIN = 8;
-
-/**
- * Finds stop strings in a continuation that grows by one token at a time. Each check decodes only a tail window
- * of the tokens, so a long generation costs linear rather than quadratic decoding: a stop string that the newest
- * token completes lies within its last UTF-8-byte-length tokens (every token that shows text adds at least one
- * byte), plus a margin. Only on a hit is the whole continuation decoded, to cut the text exactly where decoding
- * everything puts the stop string.
- */
-export class StopStringMatcher {
-  private readonly window: number;
-
-  constructor(
-    private readonly stops: readonly string[],
-    private readonly decode: (ids: readonly number[]) => string,
-  ) {
-    const longest = Math.max(0, ...stops.map((s) => Buffer.byteLength(s, 'utf8')));
-    this.window = longest + STOP_WINDOW_MARGIN;
-  }
-
-  /**
-   * After `tokens` grew: the decoded continuation with the position of its first stop string, or null when it
-   * holds none.
-   */
-  check(tokens: readonly number[]): { text: string; cut: number; stop: string } | null {
-    const whole = tokens.length <= this.window;
-    const tail = this.decode(whole ? tokens : tokens.slice(-this.window));
-    if (firstStop(tail, this.stops) === null) return null;
-    const text = whole ? tail : this.decode(tokens);
-    const hit = firstStop(text, this.stops);
-    return hit && { text, ...hit };
-  }
 }
 
 function positiveInt(value: number, what: string, min: number): number {
@@ -119,9 +76,9 @@ export async function generateTokens(
   const eos = new Set(opts.eosIds ?? model.eosIds());
   const stops = (opts.stopStrings ?? []).filter((s) => s.length > 0);
   const tokenizer = stops.length > 0 || model.checkpoint?.tokenizerJson ? model.tokenizer() : null;
-  const decode = (ids: readonly number[]) =>
-    tokenizer ? tokenizer.decode(ids, { skipSpecialTokens: true }) : '';
-  const stopMatcher = stops.length > 0 ? new StopStringMatcher(stops, decode) : null;
+  const decode = (ids: readonly number[]) => (tokenizer ? continuationText(tokenizer, promptIds, ids) : '');
+  const stopMatcher =
+    tokenizer && stops.length > 0 ? new StopStringMatcher(tokenizer, stops, promptIds) : null;
   // Checkpoints often pad the embedding past the tokenizer (vocab_size a multiple of 64 or 128): those rows are
   // no token, cannot be decoded, and are never chosen. Choosing among the first `choosable` logits is masking
   // the rest to −Infinity, without a copy.
@@ -149,7 +106,7 @@ export async function generateTokens(
     if (eos.has(next)) return result('eos');
     tokens.push(next);
     const hit = stopMatcher?.check(tokens);
-    if (hit) return result('stop', hit.text.slice(0, hit.cut), hit.stop);
+    if (hit) return result('stop', hit.text, hit.stop);
     if (tokens.length >= maxNew) return result('length');
     logits = cache ? await model.decodeStep(next, cache) : await model.lastLogits([...promptIds, ...tokens]);
   }
@@ -162,7 +119,10 @@ export interface GenerateTextOptions extends GenerateOptions {
   system?: string;
 }
 
-/** Tokenizes `prompt` (with BOS, or through the chat template) and generates a continuation. */
+/**
+ * Tokenizes `prompt` (`Tokenizer.encodePrompt`: with BOS, never EOS; or through the chat template with the
+ * generation prompt) and generates a continuation.
+ */
 export async function generateText(
   model: LlamaModel,
   prompt: string,
@@ -176,7 +136,7 @@ export async function generateText(
     messages.push({ role: 'user', content: prompt });
     ids = tok.encodeChat(messages, { addGenerationPrompt: true });
   } else {
-    ids = tok.encode(prompt);
+    ids = tok.encodePrompt(prompt);
   }
   return generateTokens(model, ids, opts);
 }

@@ -8,13 +8,16 @@ import { UserError } from '../errors.ts';
 export interface SamplingOptions {
   /** 0 (the default) decodes greedily; above 0, logits are divided by it before sampling. */
   temperature?: number;
-  /** Keep only the k most likely tokens (0 or absent: all). */
+  /** Keep only the k most likely tokens when sampling (default 50, transformers' GenerationConfig; 0: all). */
   topK?: number;
   /** Keep the smallest set of most likely tokens whose probability reaches p (1 or absent: all). */
   topP?: number;
 }
 
 const NEGLIGIBLE = 40;
+
+/** transformers' GenerationConfig.top_k: sampling keeps the 50 most likely tokens unless told otherwise. */
+export const DEFAULT_TOP_K = 50;
 
 /** Index of the largest value (the first one on ties, like torch.argmax). */
 export function argmax(values: ArrayLike<number>): number {
@@ -45,7 +48,8 @@ export function chooseToken(logits: ArrayLike<number>, opts: SamplingOptions, ra
   for (let i = 0; i < n; i++) if ((max - logits[i]!) / t < NEGLIGIBLE) candidates.push(i);
   // Candidates by decreasing logit (stable, so ties keep index order).
   candidates.sort((a, b) => logits[b]! - logits[a]! || a - b);
-  const kept = opts.topK && opts.topK > 0 ? candidates.slice(0, opts.topK) : candidates;
+  const topK = opts.topK ?? DEFAULT_TOP_K;
+  const kept = topK > 0 ? candidates.slice(0, topK) : candidates;
   const top = max / t;
   const weights = kept.map((i) => Math.exp(logits[i]! / t - top));
   let total = weights.reduce((a, b) => a + b, 0);

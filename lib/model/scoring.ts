@@ -1,9 +1,9 @@
 /**
  * Log-likelihood scoring of continuations given contexts, as lm-evaluation-harness `loglikelihood` does:
  *
- * - Text pairs are tokenized with `Tokenizer.encodeContextContinuation` (the context with the checkpoint's BOS
- *   handling, its trailing whitespace moved to the continuation, the continuation's tokens being what the joint
- *   encoding adds).
+ * - Text pairs are tokenized with `Tokenizer.encodeContextContinuation` (see its contract: the context with the
+ *   checkpoint's BOS handling and never an EOS, its trailing whitespace moved to the continuation, the
+ *   continuation's tokens being exactly what its text adds to the joint encoding, no added special token).
  * - The model reads (context + continuation) minus its last token, left-truncated to `maxLength` tokens; the
  *   result is the sum over continuation tokens of log p(token | everything before it), the token count, and
  *   whether every continuation token is the model's greedy (argmax) choice.
@@ -102,16 +102,23 @@ export interface TextScoreRequest {
   continuation: string;
 }
 
-/** Tokenizes text pairs lm-eval style (see the module comment) and scores them. */
+/**
+ * Tokenizes text pairs lm-eval style (see the module comment) and scores them. Throws UserError naming the
+ * request when a pair cannot be split into context and continuation tokens (see encodeContextContinuation).
+ */
 export async function scoreContinuations(
   model: LlamaModel,
   requests: readonly TextScoreRequest[],
   opts: ScoreOptions = {},
 ): Promise<ScoreResult[]> {
   const tok = model.tokenizer();
-  return scoreTokens(
-    model,
-    requests.map((r) => tok.encodeContextContinuation(r.context, r.continuation)),
-    opts,
-  );
+  const encoded = requests.map((r, i) => {
+    try {
+      return tok.encodeContextContinuation(r.context, r.continuation);
+    } catch (err) {
+      if (err instanceof UserError) err.message = `request ${i}: ${err.message}`;
+      throw err;
+    }
+  });
+  return scoreTokens(model, encoded, opts);
 }

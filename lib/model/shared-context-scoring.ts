@@ -56,7 +56,6 @@ interface ScoringGraph {
   session: Session;
 }
 
-
 /** Adds the per-(row, target) scoring head over `llama.hidden` (as LlamaModel's score run does). */
 function addScoringHead(g: Graph, llama: LlamaGraph): Record<string, Tensor> {
   const H = llama.config.hiddenSize;
@@ -113,8 +112,8 @@ export class SharedContextScorer {
   constructor(readonly model: LlamaModel) {}
 
   /**
-   * Results per group, per continuation, in request order. `batchSize` (default 8) bounds the continuation
-   * rows of one phase-B run and the contexts of one phase-A run. Throws UserError on an empty context or
+   * Results per group, per continuation, in request order. `batchSize` (default 8) bounds the contexts of one
+   * phase-A run and the continuation rows of one phase-B run. Throws UserError on an empty context or
    * continuation, and on token ids outside the vocabulary.
    */
   async score(groups: readonly SharedContextRequest[], opts: ScoreOptions = {}): Promise<ScoreResult[][]> {
@@ -156,23 +155,18 @@ export class SharedContextScorer {
       long.forEach((r, i) => (results[r.gi]![r.ci] = scored[i]!));
     }
 
-    // Longest contexts first (lm-eval's order), so each batch pads little; then batches of whole groups.
+    // Longest contexts first (lm-eval's order), so each batch pads little.
     const order = groups
       .map((_, gi) => gi)
       .filter((gi) => fits(groups[gi]!) && groups[gi]!.continuations.length > 0)
       .sort((a, b) => groups[b]!.context.length - groups[a]!.context.length || a - b);
-    for (let start = 0; start < order.length; ) {
-      const batch: number[] = [];
-      let rows = 0;
-      while (start < order.length && batch.length < batchSize) {
-        const n = groups[order[start]!]!.continuations.length;
-        if (batch.length > 0 && rows + n > batchSize) break;
-        batch.push(order[start++]!);
-        rows += n;
-      }
+    for (let start = 0; start < order.length; start += batchSize) {
+      const batch = order.slice(start, start + batchSize);
       await this.scoreBatch(
         batch.map((gi) => groups[gi]!),
         batchSize,
+        // Later, smaller batches keep the first one's size: one compiled shape per length, not per size too.
+        Math.min(batchSize, order.length),
         (k, ci, r) => (results[batch[k]!]![ci] = r),
       );
     }
@@ -190,13 +184,14 @@ export class SharedContextScorer {
   private async scoreBatch(
     groups: readonly SharedContextRequest[],
     batchSize: number,
+    minBatch: number,
     put: (group: number, continuation: number, r: ScoreResult) => void,
   ): Promise<void> {
     const model = this.model;
     const cfg = model.config;
     // Phase A: contexts left-padded to P, each ending at position P−1.
     const P = bucketLength(Math.max(...groups.map((g) => g.context.length)));
-    const B = bucketBatch(groups.length);
+    const B = bucketBatch(Math.max(groups.length, minBatch));
     const ids = new BigInt64Array(B * P);
     const mask = new BigInt64Array(B * P);
     groups.forEach((g, b) => {
@@ -254,9 +249,17 @@ export class SharedContextScorer {
       (_, l) => a[`present_value_${l}`]!.data as Float32Array,
     );
     for (let s = 0; s < more.length; s += batchSize) {
-      await this.continue(more.slice(s, s + batchSize), groups, P, keys, values, Math.min(batchSize, more.length));
+      await this.continue(
+        more.slice(s, s + batchSize),
+        groups,
+        P,
+        keys,
+        values,
+        Math.min(batchSize, more.length),
+      );
     }
-    for (const r of all) put(r.group, r.ci, { loglik: r.loglik, tokens: r.tokens.length, isGreedy: r.isGreedy });
+    for (const r of all)
+      put(r.group, r.ci, { loglik: r.loglik, tokens: r.tokens.length, isGreedy: r.isGreedy });
   }
 
   /** Phase B for `rows`: continuation tokens after the first, against their context's keys/values. */
@@ -270,7 +273,8 @@ export class SharedContextScorer {
   ): Promise<void> {
     const model = this.model;
     const cfg = model.config;
-    const S = bucketLength(Math.max(...rows.map((r) => r.tokens.length - 1)));
+    // Continuations are short (a word or a letter): powers of two from 1, not the ≥ 16 of bucketLength.
+    const S = 2 ** Math.ceil(Math.log2(Math.max(...rows.map((r) => r.tokens.length - 1))));
     const N = bucketBatch(Math.max(rows.length, minBatch));
     const Hkv = cfg.numKvHeads;
     const D = cfg.headDim;

@@ -24,7 +24,8 @@ import {
   type RunConfig,
 } from './run-config.ts';
 import { quantizedCacheKey, runKeys, runUriOf } from './run-layout.ts';
-import { readStageRecords, readStatus, type RunError, type RunStatus } from './status.ts';
+import { readStageRecords, replaceStatus, stageId, type RunError } from './status.ts';
+import { BATCH_STATE_STAGES } from './state-names.ts';
 import { canonicalJson } from '../train/trainer.ts';
 import {
   COMPLETE_MARKER,
@@ -175,6 +176,9 @@ async function reachabilityProblems(config: RunConfig, deps: PipelineDeps): Prom
       );
     }
   }
+  for (const [i, t] of (config.evals?.tasks ?? []).entries()) {
+    if (isTaskFile(t)) await check(`evals.tasks[${i}]`, t, 'task file');
+  }
   if (config.evals?.data) await check('evals.data', config.evals.data, 'evaluation data');
   return problems;
 }
@@ -215,8 +219,10 @@ export async function validateRunInput(input: unknown, deps: PipelineDeps): Prom
   const quantizeNeeded = cacheKey !== null && !(await isComplete(store, quantizedCacheKey(cacheKey)));
 
   const variants = variantNames(withId);
-  const prior = await readStatus(store, runId);
-  const status: RunStatus = {
+  await writeJson(store, keys.config, configJson);
+  await writeJson(store, keys.model, model);
+  // A re-run keeps the stage entries of the earlier attempt (they show what will be skipped).
+  const status = await replaceStatus(store, runId, (prior) => ({
     runId,
     runUri: runUriOf(store, runId),
     status: 'RUNNING',
@@ -224,10 +230,7 @@ export async function validateRunInput(input: unknown, deps: PipelineDeps): Prom
     updatedAt: now,
     variants,
     stages: prior?.stages ?? {},
-  };
-  await writeJson(store, keys.config, configJson);
-  await writeJson(store, keys.model, model);
-  await writeJson(store, keys.status, status);
+  }));
   return {
     runId,
     runUri: status.runUri,
@@ -248,6 +251,21 @@ export function causeMessage(cause: string): { message: string; jobName?: string
   } catch {
     return { message: cause };
   }
+}
+
+/**
+ * The stage job named in a failed Batch job's description (`<runId>-<State>[-<variant>]`, as the state machine
+ * names jobs), as status.json keys stages (`train:moka`); empty when the cause names none.
+ */
+export function failedStageOf(cause: string, runId: string): { stage?: string } {
+  const { jobName } = causeMessage(cause);
+  if (!jobName?.startsWith(`${runId}-`)) return {};
+  const rest = jobName.slice(runId.length + 1);
+  const dash = rest.indexOf('-');
+  const stateName = dash < 0 ? rest : rest.slice(0, dash);
+  const stage = BATCH_STATE_STAGES[stateName];
+  if (!stage) return {};
+  return { stage: stageId(stage, dash < 0 ? undefined : rest.slice(dash + 1)) };
 }
 
 /**
@@ -272,29 +290,27 @@ export async function finalizeRun(input: unknown, deps: PipelineDeps): Promise<R
   const store = deps.store;
   const runId = state.runId;
   const keys = runKeys(runId);
-  const stages = await readStageRecords(store, runId);
-  const failedStage = Object.entries(stages).find(([, r]) => r.status === 'FAILED')?.[0];
   const error = state.error
     ? {
         Error: state.error.Error,
         Cause: causeMessage(state.error.Cause ?? '').message,
-        ...(failedStage ? { stage: failedStage } : {}),
+        ...failedStageOf(state.error.Cause ?? '', runId),
       }
     : undefined;
-  const now = (deps.now?.() ?? new Date()).toISOString();
-  const prior = await readStatus(store, runId);
-  const status: RunStatus = {
-    runId,
-    runUri: runUriOf(store, runId),
-    status: failed ? 'FAILED' : 'SUCCEEDED',
-    createdAt: prior?.createdAt ?? now,
-    updatedAt: now,
-    endedAt: now,
-    variants: prior?.variants ?? state.variants ?? [],
-    stages: { ...prior?.stages, ...stages },
-    ...(error ? { error } : {}),
-  };
-  await writeJson(store, keys.status, status);
+  const status = await replaceStatus(store, runId, async (prior) => {
+    const now = (deps.now?.() ?? new Date()).toISOString();
+    return {
+      runId,
+      runUri: runUriOf(store, runId),
+      status: failed ? 'FAILED' : 'SUCCEEDED',
+      createdAt: prior?.createdAt ?? now,
+      updatedAt: now,
+      endedAt: now,
+      variants: prior?.variants ?? state.variants ?? [],
+      stages: { ...prior?.stages, ...(await readStageRecords(store, runId)) },
+      ...(error ? { error } : {}),
+    };
+  });
 
   const adapterUris: Record<string, string> = {};
   const metrics: RunSummary['metrics'] = {};

@@ -58,7 +58,10 @@ export interface LocalRunOptions {
   stages?: Partial<Record<StageName, StageFn>>;
   /** Passed to the train stage (test hook). */
   afterCheckpointSync?: (step: number) => void | Promise<void>;
-  /** Stops training cleanly (checkpoint, then the execution fails; re-run to resume). */
+  /**
+   * Stops the run: training checkpoints and stops, queued stages do not start, the execution fails; re-running
+   * the runId resumes it. A failing stage does the same to the others.
+   */
   stopSignal?: AbortSignal;
 }
 
@@ -131,13 +134,26 @@ export async function runLocal(opts: LocalRunOptions): Promise<LocalRunResult> {
   const stages = { ...STAGES, ...opts.stages };
   const oneAtATime = limiter(opts.jobs ?? 1);
   let plan: RunPlan | undefined;
+  // When a stage fails, the execution fails: as Step Functions stops the other Map iterations (and their Batch
+  // jobs), running stages are stopped (training checkpoints first) and queued ones never start.
+  const cancel = new AbortController();
+  const onStop = () => cancel.abort();
+  opts.stopSignal?.addEventListener('abort', onStop);
+  if (opts.stopSignal?.aborted) cancel.abort();
+  const inFlight = new Set<Promise<unknown>>();
 
   const batch = (stageName: StageName) => async (input: unknown) => {
     const p = input as { JobName?: string; Parameters?: { runUri?: string; variant?: string } };
     const jobName = p.JobName ?? stageName;
     const runUri = p.Parameters?.runUri;
     if (!runUri) throw taskFailed(jobName, new Error('the job has no runUri parameter'));
-    return oneAtATime(async () => {
+    const job = oneAtATime(async () => {
+      if (cancel.signal.aborted) {
+        throw taskFailed(
+          jobName,
+          new Error('cancelled: the execution failed or was stopped before this job started'),
+        );
+      }
       try {
         const out = await stages[stageName]({
           runUri,
@@ -145,7 +161,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<LocalRunResult> {
           ...(opts.workDir ? { workDir: opts.workDir } : {}),
           ...(opts.storeOptions ? { storeOptions: opts.storeOptions } : {}),
           ...(opts.progress ? { progress: opts.progress } : {}),
-          ...(opts.stopSignal ? { stopSignal: opts.stopSignal } : {}),
+          stopSignal: cancel.signal,
           ...(opts.afterCheckpointSync ? { afterCheckpointSync: opts.afterCheckpointSync } : {}),
           log,
         });
@@ -156,9 +172,13 @@ export async function runLocal(opts: LocalRunOptions): Promise<LocalRunResult> {
           StatusReason: out.detail ?? out.status,
         };
       } catch (err) {
+        cancel.abort();
         throw taskFailed(jobName, err);
       }
     });
+    inFlight.add(job);
+    void job.catch(() => {}).finally(() => inFlight.delete(job));
+    return job;
   };
   const handlers: Record<string, (input: unknown) => Promise<unknown>> = {
     [STATE_NAMES.validate]: async (input) => (plan = await validateRunInput(input, deps)),
@@ -205,6 +225,9 @@ export async function runLocal(opts: LocalRunOptions): Promise<LocalRunResult> {
     failure ??= { Error: (err as Error).name, Cause: (err as Error).message };
   }
   await events;
+  // Stages the failure stopped are still finishing (a checkpoint, their status record): wait for them.
+  while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+  opts.stopSignal?.removeEventListener('abort', onStop);
   const run = plan ? { runId: plan.runId, runUri: plan.runUri } : {};
   if (failure) return { status: 'FAILED', output: null, error: failure, transitions, ...run };
   return { status: output?.status ?? 'SUCCEEDED', output, transitions, ...run };

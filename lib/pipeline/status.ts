@@ -51,13 +51,20 @@ export async function readStatus(store: ArtifactStore, runId: string): Promise<R
 // Updates from the jobs of one process (the local runner runs variants concurrently) are serialised here.
 let chain: Promise<unknown> = Promise.resolve();
 
-/** Read-modify-write of status.json (serialised within this process). */
+/** Runs `body` after every status.json update this process started before it (they read, modify and write). */
+function serialised<T>(body: () => Promise<T>): Promise<T> {
+  const next = chain.then(body);
+  chain = next.catch(() => {});
+  return next;
+}
+
+/** Read-modify-write of status.json (serialised within this process); null when there is none. */
 export function updateStatus(
   store: ArtifactStore,
   runId: string,
   change: (s: RunStatus) => void,
 ): Promise<RunStatus | null> {
-  const next = chain.then(async () => {
+  return serialised(async () => {
     const s = await readStatus(store, runId);
     if (!s) return null;
     change(s);
@@ -65,8 +72,19 @@ export function updateStatus(
     await writeJson(store, runKeys(runId).status, s);
     return s;
   });
-  chain = next.catch(() => {});
-  return next;
+}
+
+/** Replaces status.json with `build(prior)` (serialised with updateStatus). */
+export function replaceStatus(
+  store: ArtifactStore,
+  runId: string,
+  build: (prior: RunStatus | null) => RunStatus | Promise<RunStatus>,
+): Promise<RunStatus> {
+  return serialised(async () => {
+    const s = await build(await readStatus(store, runId));
+    await writeJson(store, runKeys(runId).status, s);
+    return s;
+  });
 }
 
 /** Writes a stage's own record and mirrors it into status.json. */

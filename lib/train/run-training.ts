@@ -5,10 +5,15 @@
  * checkpoints of the same run), and write the final adapter in the PEFT-style layout. `moka train` and the
  * pipeline's train stage both call this.
  *
- * Run directory: train-config.json (the effective training and adapter config), metrics.jsonl, checkpoints/,
- * adapter/ (when training ended rather than being stopped), train-summary.json.
+ * Run directory: train-config.json (the effective training and adapter config, and the run's pinned chat-template
+ * clock), metrics.jsonl, checkpoints/, adapter/ (when training ended rather than being stopped),
+ * train-summary.json.
+ *
+ * A run's identity must not depend on the wall clock: a chat template that renders today's date (Llama 3.2's
+ * `strftime_now`) would tokenize the data differently on the day a run is resumed. The clock such templates see is
+ * pinned when the run starts, recorded as `chatClock` in train-config.json, and read back on every resume.
  */
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
 import type { ProviderChoice } from '../engine/index.ts';
@@ -18,6 +23,7 @@ import { createAdapterRuntime, type AdapterRuntime } from '../adapters/adapter-r
 import { loadAdapter, saveAdapter } from '../adapters/adapter-files.ts';
 import { resolveTargets } from '../adapters/targets.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
+import { parseWallClock, wallClockNow } from '../model/chat-template.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
 import type { StepProgram } from './step-program.ts';
@@ -78,6 +84,34 @@ async function modelIdentity(base: FrozenBase): Promise<Record<string, unknown>>
   return { format: base.format, config: ckpt.config.raw, weightFiles: files };
 }
 
+const RUN_CONFIG_FILE = 'train-config.json';
+
+/**
+ * The chat-template clock of a run (see the module comment): the one train-config.json recorded when the run
+ * directory holds one (a resume continues with it), else `now`'s local time.
+ */
+export async function runChatClock(outputDir: string, now: Date = new Date()): Promise<string> {
+  const path = join(outputDir, RUN_CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return wallClockNow(now);
+  }
+  let recorded: unknown;
+  try {
+    recorded = (JSON.parse(text) as { chatClock?: unknown }).chatClock;
+  } catch {
+    throw new UserError(`${path}: not valid JSON; restore it, or use a new output directory`);
+  }
+  if (recorded === undefined) return wallClockNow(now);
+  if (typeof recorded !== 'string') {
+    throw new UserError(`${path}: "chatClock" must be a string "YYYY-MM-DDTHH:MM:SS"`);
+  }
+  parseWallClock(recorded, `${path}: chatClock`);
+  return recorded;
+}
+
 /** What a run reports when it ends (printed by `moka train`, and in train-summary.json with the data report). */
 export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
   return {
@@ -131,6 +165,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       tokenizer.padId !== null && tokenizer.padId < config.vocabSize
         ? tokenizer.padId
         : (tokenizer.eosId ?? 0);
+    const chatClock = await runChatClock(opts.outputDir);
     const data = await prepareTrainingData({
       train: opts.train,
       ...(opts.eval && opts.eval.length ? { eval: opts.eval } : {}),
@@ -138,6 +173,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       config: training,
       vocabSize: config.vocabSize,
       warn,
+      chatClock,
     });
     // DoRA starts its magnitudes at the base weights' row norms, which the runtime takes when it is built (as
     // loadAdapterFor does for a saved adapter); the runtime plans the adapter once, for both.
@@ -181,8 +217,8 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       ...(opts.checkpointHooks ? { checkpointHooks: opts.checkpointHooks } : {}),
       onReady: () =>
         writeFileAtomic(
-          join(opts.outputDir, 'train-config.json'),
-          `${JSON.stringify({ model: opts.modelDir, training, adapter: opts.adapter }, null, 2)}\n`,
+          join(opts.outputDir, RUN_CONFIG_FILE),
+          `${JSON.stringify({ model: opts.modelDir, training, adapter: opts.adapter, chatClock }, null, 2)}\n`,
         ),
     });
     let adapterDir: string | null = null;

@@ -5,15 +5,19 @@
  * checkpoint's tokenizer puts first (BOS for LLaMA), and prompt and response are encoded SEPARATELY, without
  * special tokens, as QLoRA's collator does: the boundary between prompt and response is then exact, and the prompt
  * tokens are the ones an evaluation that feeds the same prompt will see. Text records are `prefix + text + EOS`.
- * Chat records are rendered with the checkpoint's chat template; the assistant turns are found by rendering the
- * conversation incrementally (before each assistant turn with the generation prompt, then through it), and each
- * piece is encoded on its own, so special tokens of the template are kept and never doubled.
+ * Chat records train on exactly the tokens of the rendered conversation (`encodeChat`: special tokens come from
+ * the template only, never doubled); the loss mask is derived from it, never by encoding pieces separately (a
+ * SentencePiece normalizer would put a `▁` before each piece). Each assistant turn is located as character spans
+ * of the rendered text by rendering the conversation incrementally (`chatTargetSpans`), and the spans become
+ * tokens by checking that the text before each span boundary encodes to a prefix of the whole encoding. A record
+ * whose turns cannot be located, or whose boundary falls inside a token, is dropped as 'unmaskable' with the
+ * reason, for the caller to report with its file and line.
  *
  * Only response tokens (assistant turns, all of a text record) count in the loss unless `trainOnPrompt`.
  * A sample is a token list plus a `targets` mask (1 = this token is predicted); collation turns that into shifted
  * labels (see step-program.ts).
  */
-import { UserError } from '../errors.ts';
+import { UserError, isUserError } from '../errors.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import type { ChatMessage } from '../model/chat-template.ts';
 import type { DatasetRecord, RecordSource } from './datasets.ts';
@@ -31,16 +35,21 @@ export interface TokenizedSample {
 
 export interface TokenizeOptions {
   template: PromptTemplateName | 'auto';
+  /** The wall clock chat templates' `strftime_now` sees ("YYYY-MM-DDTHH:MM:SS"), pinned for a run. */
+  chatClock?: string;
   trainOnPrompt: boolean;
   maxLength: number;
   truncation: 'truncate' | 'drop';
 }
 
-export type DropReason = 'too-long' | 'no-targets';
+export type DropReason = 'too-long' | 'no-targets' | 'unmaskable';
 
 export type TokenizeOutcome =
   | { sample: TokenizedSample }
-  | { dropped: DropReason; length: number; source: RecordSource };
+  | { dropped: DropReason; length: number; source: RecordSource; reason?: string };
+
+/** A chat record whose assistant turns cannot be masked exactly; the message says why. */
+class UnmaskableChat extends Error {}
 
 interface Segment {
   ids: number[];
@@ -64,32 +73,93 @@ function instructionSegments(
   const name = template === 'auto' ? defaultTemplateFor(record.format) : template;
   const prompt = renderPrompt(name, record.instruction, record.input);
   return [
-    { ids: [...tok.prefixIds, ...tok.encode(prompt, { addSpecialTokens: false })], target: false },
+    { ids: tok.encodePrompt(prompt), target: false },
     { ids: [...tok.encode(record.output, { addSpecialTokens: false }), eosOf(tok)], target: true },
   ];
 }
 
-/** Splits a conversation into prompt and assistant-turn pieces by incremental rendering. */
-function chatSegments(messages: readonly ChatMessage[], tok: Tokenizer): Segment[] {
-  const full = tok.renderChat(messages);
-  const pieces: { text: string; target: boolean }[] = [];
-  let cursor = 0;
+function commonPrefixLength(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+/**
+ * Character spans [start, end) of `full` (the rendered conversation) that are assistant turns the model learns to
+ * produce: for assistant message i, from the end of the generation prompt (messages before i rendered with
+ * add_generation_prompt, which `full` must continue) through the message's content and the first special token
+ * after it (its end-of-turn token: `<|eot_id|>`, `</s>`, `<|im_end|>`), or to where the turn's own rendering and
+ * `full` part when no special token follows. Templates that append the assistant header even without a
+ * generation prompt (the original Llama-3-8B-Instruct one) thus never put the next header in a turn.
+ * Throws (an Error whose message says why; tokenizeRecord reports it as 'unmaskable') when a turn cannot be located.
+ */
+export function chatTargetSpans(
+  messages: readonly ChatMessage[],
+  tok: Tokenizer,
+  render: (messages: readonly ChatMessage[], addGenerationPrompt: boolean) => string,
+): [number, number][] {
+  const full = render(messages, false);
+  const specials = [...tok.specialTokens.values()];
+  const spans: [number, number][] = [];
   for (let i = 0; i < messages.length; i++) {
     if (messages[i]!.role !== 'assistant') continue;
-    const before = tok.renderChat(messages.slice(0, i), { addGenerationPrompt: true });
-    const through = tok.renderChat(messages.slice(0, i + 1));
-    if (!full.startsWith(through) || !through.startsWith(before) || before.length < cursor) {
-      throw new UserError(
-        'the chat template does not render a conversation as an extension of its beginning, so assistant turns ' +
-          'cannot be located for a response-only loss; set trainOnPrompt: true to train on every token',
+    const prompt = render(messages.slice(0, i), true);
+    const through = render(messages.slice(0, i + 1), false);
+    const start = prompt.length;
+    const end = commonPrefixLength(through, full);
+    if (!full.startsWith(prompt) || end < start || (spans.length > 0 && start < spans.at(-1)![1])) {
+      throw new UnmaskableChat(
+        `the chat template renders the conversation before assistant message ${i} differently from how the ` +
+          'whole conversation continues, so that turn cannot be located',
       );
     }
-    if (before.length > cursor) pieces.push({ text: full.slice(cursor, before.length), target: false });
-    pieces.push({ text: full.slice(before.length, through.length), target: true });
-    cursor = through.length;
+    const content = messages[i]!.content.trim();
+    const at = content === '' ? -1 : full.indexOf(content, start);
+    const contentEnd = at >= 0 && at + content.length <= end ? at + content.length : start;
+    let stop = end;
+    for (const s of specials) {
+      const k = full.indexOf(s, contentEnd);
+      if (k >= 0 && k + s.length <= stop) stop = k + s.length;
+    }
+    spans.push([start, stop]);
   }
-  if (cursor < full.length) pieces.push({ text: full.slice(cursor), target: false });
-  return pieces.map((p) => ({ ids: tok.encode(p.text, { addSpecialTokens: false }), target: p.target }));
+  return spans;
+}
+
+/** The rendered conversation's tokens as prompt/target segments (see the module comment). */
+function chatSegments(
+  messages: readonly ChatMessage[],
+  tok: Tokenizer,
+  clock: string | undefined,
+): Segment[] {
+  const render = (m: readonly ChatMessage[], addGenerationPrompt: boolean) =>
+    tok.renderChat(m, { addGenerationPrompt, ...(clock === undefined ? {} : { clock }) });
+  const full = render(messages, false);
+  const ids = tok.encode(full, { addSpecialTokens: false });
+  const tokenAt = (char: number, what: string): number => {
+    if (char === 0) return 0;
+    if (char === full.length) return ids.length;
+    const head = tok.encode(full.slice(0, char), { addSpecialTokens: false });
+    if (head.length > ids.length || head.some((id, k) => ids[k] !== id)) {
+      const around = JSON.stringify(full.slice(Math.max(0, char - 10), char + 10));
+      throw new UnmaskableChat(
+        `${what} falls inside a token (around ${around}), so its tokens cannot be told from the prompt's`,
+      );
+    }
+    return head.length;
+  };
+  const segments: Segment[] = [];
+  let at = 0;
+  chatTargetSpans(messages, tok, render).forEach(([start, end], n) => {
+    const a = tokenAt(start, `the start of assistant turn ${n + 1}`);
+    const b = tokenAt(end, `the end of assistant turn ${n + 1}`);
+    if (a > at) segments.push({ ids: ids.slice(at, a), target: false });
+    segments.push({ ids: ids.slice(a, b), target: true });
+    at = b;
+  });
+  if (at < ids.length) segments.push({ ids: ids.slice(at), target: false });
+  return segments;
 }
 
 /** Tokenizes one record (see the module comment); over-long or target-less samples come back as dropped. */
@@ -107,15 +177,23 @@ export function tokenizeRecord(
     case 'text':
       segments = [
         {
-          ids: [...tok.prefixIds, ...tok.encode(record.text, { addSpecialTokens: false }), eosOf(tok)],
+          ids: [...tok.encodePrompt(record.text), eosOf(tok)],
           target: true,
         },
       ];
       break;
     case 'chat':
-      segments = opts.trainOnPrompt
-        ? [{ ids: tok.encodeChat(record.messages), target: true }]
-        : chatSegments(record.messages, tok);
+      try {
+        const clock = opts.chatClock === undefined ? {} : { clock: opts.chatClock };
+        segments = opts.trainOnPrompt
+          ? [{ ids: tok.encodeChat(record.messages, clock), target: true }]
+          : chatSegments(record.messages, tok, opts.chatClock);
+      } catch (err) {
+        // Template errors (raise_exception on roles out of order, …) are about this record as well.
+        if (!(err instanceof UnmaskableChat) && !isUserError(err)) throw err;
+        const reason = `${(err as Error).message}; fix the record, or set trainOnPrompt: true to train on every token`;
+        return { dropped: 'unmaskable', length: 0, source: record.source, reason };
+      }
       break;
   }
   const total = segments.reduce((n, s) => n + s.ids.length, 0);

@@ -172,6 +172,36 @@ export function describeDifferences(a: unknown, b: unknown, max = 6, path = ''):
   return [`${path || '(root)'}: ${show(a)} in the checkpoint, ${show(b)} now`];
 }
 
+/** What a fingerprint difference path stands for, in a user's words. */
+const FINGERPRINT_PARTS: [prefix: string, name: string][] = [
+  ['config', 'the training config'],
+  ['trainables', "the adapter's trainable tensors"],
+  ['data', 'the tokenized data'],
+  ['extra.adapter', 'the adapter config'],
+  ['extra.model', 'the base model'],
+  ['extra', 'the run setup'],
+];
+
+/** "the training config and the tokenized data": the parts that `diffs` (describeDifferences lines) touch. */
+function changedParts(diffs: readonly string[]): string {
+  const names: string[] = [];
+  for (const d of diffs) {
+    const part = FINGERPRINT_PARTS.find(([p]) => d.startsWith(`${p}:`) || d.startsWith(`${p}.`));
+    const name = part?.[1] ?? 'the run settings';
+    if (!names.includes(name)) names.push(name);
+  }
+  return names.length === 0 ? 'the run settings' : names.join(' and ');
+}
+
+/** The data line of describeDifferences says which data changed rather than showing two hashes. */
+function explainDataDifference(line: string): string {
+  if (!line.startsWith('data:')) return line;
+  return (
+    'data: the tokens of the training/eval samples differ (changed data files, tokenizer, prompt or chat ' +
+    "template, maxLength or truncation; a chat template that renders the date is pinned to the run's start)"
+  );
+}
+
 /** Total optimizer steps of a run (see the module comment for epochs and accumulation). */
 export function plannedSteps(lengths: readonly number[], config: TrainConfig, order: OrderOptions): number {
   if (config.maxSteps !== null) return config.maxSteps;
@@ -246,15 +276,19 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   const metricsPath = join(opts.outputDir, METRICS_FILE);
   const store = new CheckpointStore(join(opts.outputDir, 'checkpoints'), specs, opts.checkpointHooks);
 
-  // Refuse checkpoints of another run before touching anything, so they stay intact.
+  // Refuse checkpoints of another run before touching anything, so they stay intact. The newest is checked
+  // first: it is the one a resume would continue, so it is the one to name.
   const complete = (await store.list()).filter((c) => c.complete);
-  for (const info of complete) {
+  for (const info of [...complete].reverse()) {
     const st = await store.readState(info);
     if (st.fingerprint !== fingerprint) {
-      const diffs = describeDifferences(st.fingerprintInputs, fingerprintInputs);
+      const diffs = describeDifferences(st.fingerprintInputs, fingerprintInputs).map(explainDataDifference);
+      const what = changedParts(diffs);
+      const newest =
+        info === complete.at(-1) ? `the newest of ${complete.length} checkpoint(s)` : 'a checkpoint';
       throw new UserError(
-        `${info.dir} belongs to a different run (adapter, data or training config differ):\n  ${diffs.join('\n  ')}\n` +
-          `Use a new output directory, or restore the original settings to resume; nothing was changed in ${store.dir}.`,
+        `${info.dir} (${newest}) belongs to a different run: ${what} changed:\n  ${diffs.join('\n  ')}\n` +
+          `Use a new output directory, or restore ${what} to resume; nothing was changed in ${store.dir}.`,
       );
     }
   }

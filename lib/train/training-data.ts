@@ -7,6 +7,7 @@ import { UserError } from '../errors.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import {
   checkBadRecords,
+  formatBadRecords,
   readDatasetRecords,
   splitHeldOut,
   type BadRecord,
@@ -57,6 +58,8 @@ export interface PrepareOptions {
   warn?: (message: string) => void;
   /** Shorten file names in reports relative to this directory. */
   displayRoot?: string;
+  /** The wall clock chat templates' `strftime_now` sees, pinned for the run ("YYYY-MM-DDTHH:MM:SS"). */
+  chatClock?: string;
 }
 
 const MAX_LISTED = 5;
@@ -106,7 +109,9 @@ export async function prepareTrainingData(opts: PrepareOptions): Promise<Trainin
     trainOnPrompt: config.trainOnPrompt,
     maxLength: config.maxLength,
     truncation: config.truncation,
+    ...(opts.chatClock === undefined ? {} : { chatClock: opts.chatClock }),
   };
+  const unmaskable: BadRecord[] = [];
   const tooLong: (RecordSource & { length: number })[] = [];
   const noTargets: (RecordSource & { length: number })[] = [];
   const truncated: (RecordSource & { length: number })[] = [];
@@ -132,6 +137,8 @@ export async function prepareTrainingData(opts: PrepareOptions): Promise<Trainin
         checkIds(t.sample);
         out.push(t.sample);
         if (t.sample.truncated) truncated.push({ ...t.sample.source, length: t.sample.ids.length });
+      } else if (t.dropped === 'unmaskable') {
+        unmaskable.push({ ...t.source, reason: t.reason ?? 'cannot be masked' });
       } else {
         (t.dropped === 'too-long' ? tooLong : noTargets).push({ ...t.source, length: t.length });
       }
@@ -140,6 +147,20 @@ export async function prepareTrainingData(opts: PrepareOptions): Promise<Trainin
   };
   const train = tokenizeAll(trainRecords);
   const evalSamples = tokenizeAll(evalRecords);
+  if (unmaskable.length > 0) {
+    // Records the chat template cannot mask exactly are bad records too, under the same policy.
+    const total = trainRecords.length + evalRecords.length + bad.length;
+    const fraction = (bad.length + unmaskable.length) / total;
+    const summary = `${unmaskable.length} of ${total} records cannot be masked for a response-only loss`;
+    if (fraction > config.maxBadRecordFraction) {
+      throw new UserError(
+        `${summary} (with the other bad records ${(100 * fraction).toFixed(2)}%, above maxBadRecordFraction ` +
+          `${config.maxBadRecordFraction}):\n${formatBadRecords(unmaskable)}`,
+      );
+    }
+    warn(`${summary}; skipping them:\n${formatBadRecords(unmaskable)}`);
+    bad = bad.concat(unmaskable);
+  }
 
   if (truncated.length) {
     warn(

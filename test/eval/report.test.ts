@@ -5,7 +5,15 @@
  * Chromium (table rows, chart marks, no console errors; a screenshot lands in test-artifacts/).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,7 +87,11 @@ beforeAll(async () => {
   );
   mkdirSync(runDir('base'), { recursive: true });
   await evalRun('base', false);
-  await trainRun('moka', { type: 'moka', plan: { count: 3 }, gateInit: 'normal', targetModules: ['q_proj', 'v_proj'] }, 4);
+  await trainRun(
+    'moka',
+    { type: 'moka', plan: { count: 3 }, gateInit: 'normal', targetModules: ['q_proj', 'v_proj'] },
+    4,
+  );
   await evalRun('moka', true);
   await trainRun('lora', { type: 'lora', r: 2, targetModules: ['q_proj', 'v_proj'] }, 2);
   await evalRun('lora', true);
@@ -92,13 +104,21 @@ describe('buildReport', () => {
     const summary = await buildReport({ runDirs: ['base', 'moka', 'lora'].map(runDir), outDir: out });
     const data = JSON.parse(readFileSync(summary.reportJson, 'utf8')) as ReportData;
     expect(data.base).toBe('base');
-    expect(data.tasks.map((t) => `${t.task}:${t.metric}`)).toEqual(['arc_easy:acc', 'boolq:acc', 'facts:acc']);
+    expect(data.tasks.map((t) => `${t.task}:${t.metric}`)).toEqual([
+      'boolq:acc',
+      'arc_easy:acc',
+      'facts:acc',
+    ]);
     for (const r of data.runs) {
       for (const t of data.tasks) {
         const evalFile = JSON.parse(readFileSync(join(runDir(r.name), 'evals', `${t.task}.json`), 'utf8'));
         expect(r.scores[t.task]).toEqual(evalFile.metrics.acc);
         const base = JSON.parse(readFileSync(join(runDir('base'), 'evals', `${t.task}.json`), 'utf8'));
-        if (r.adapterType) expect(r.deltaToBase[t.task]).toBeCloseTo(100 * (evalFile.metrics.acc.value - base.metrics.acc.value), 9);
+        if (r.adapterType)
+          expect(r.deltaToBase[t.task]).toBeCloseTo(
+            100 * (evalFile.metrics.acc.value - base.metrics.acc.value),
+            9,
+          );
       }
     }
     const byName = Object.fromEntries(data.runs.map((r) => [r.name, r]));
@@ -113,17 +133,22 @@ describe('buildReport', () => {
     adapters.forEach((r, i) => expect(r.pareto).toBe(front.has(i)));
     // Loss curves: train every step and held-out every 2 steps (+ step 0), per trained run.
     expect(data.losses.filter((l) => l.run === 'moka' && l.split === 'train')).toHaveLength(4);
-    expect(data.losses.filter((l) => l.run === 'moka' && l.split === 'held-out').length).toBeGreaterThanOrEqual(2);
+    expect(
+      data.losses.filter((l) => l.run === 'moka' && l.split === 'held-out').length,
+    ).toBeGreaterThanOrEqual(2);
     // Gates: softmax weights per (layer, projection), summing to 1.
     const gates = data.gates.filter((g) => g.run === 'moka');
     expect(gates).toHaveLength(2 * 2 * 3); // layers × projections × components
     const sums = new Map<string, number>();
-    for (const g of gates) sums.set(`${g.layer}.${g.projection}`, (sums.get(`${g.layer}.${g.projection}`) ?? 0) + g.weight);
+    for (const g of gates)
+      sums.set(`${g.layer}.${g.projection}`, (sums.get(`${g.layer}.${g.projection}`) ?? 0) + g.weight);
     for (const s of sums.values()) expect(s).toBeCloseTo(1, 6);
     // The terminal table and report.md have one row per run.
     expect(summary.table.split('\n')).toHaveLength(2 + 3);
     const md = readFileSync(summary.reportMd, 'utf8');
-    expect(md).toContain('| run | adapter | trainable | arc_easy (acc) | boolq (acc) | facts (acc) | average |');
+    expect(md).toContain(
+      '| run | adapter | trainable | boolq (acc) | arc_easy (acc) | facts (acc) | average |',
+    );
     for (const n of ['base', 'moka', 'lora']) expect(md).toMatch(new RegExp(`^\\| ${n}( \\*)? \\| `, 'm'));
   });
 
@@ -137,8 +162,16 @@ describe('buildReport', () => {
     const html = readFileSync(reportHtml, 'utf8');
     expect(html).not.toMatch(/<script|https?:\/\/(?!www\.w3\.org)/); // self-contained: no scripts, no fetches
     const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      // Debian's chromium (installed by .ci/run); MOKA_CHROMIUM points elsewhere (e.g. a local Chrome).
+      executablePath: process.env.MOKA_CHROMIUM ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
     try {
       const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
@@ -174,10 +207,23 @@ describe('buildReport', () => {
   it('a run directory without evals/ fails with one line naming the fix, and writes nothing', async () => {
     const out = join(root, 'report-bad');
     mkdirSync(join(root, 'runs', 'empty'), { recursive: true });
-    const err = await buildReport({ runDirs: [runDir('base'), runDir('empty')], outDir: out }).catch((e) => e);
+    const err = await buildReport({ runDirs: [runDir('base'), runDir('empty')], outDir: out }).catch(
+      (e) => e,
+    );
     expect(isUserError(err)).toBe(true);
     expect(err.message).toMatch(/has no evals\/ folder; run `moka eval --out .*evals`/);
     expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  });
+
+  it('names must match the run directories one to one and be distinct', async () => {
+    const out = join(root, 'report-names');
+    await expect(buildReport({ runDirs: [runDir('base')], names: ['a', 'b'], outDir: out })).rejects.toThrow(
+      /2 names for 1 run directories; give one name per run/,
+    );
+    await expect(
+      buildReport({ runDirs: [runDir('base'), runDir('lora')], names: ['x', 'x'], outDir: out }),
+    ).rejects.toThrow(/two runs are named "x"; give distinct names/);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('moka report prints the table and writes the three files', () => {

@@ -4,7 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../../lib/errors.ts';
-import { generateText, generateTokens, StopStringMatcher } from '../../lib/model/generation.ts';
+import { generateText, generateTokens } from '../../lib/model/generation.ts';
+import { StopStringMatcher } from '../../lib/model/stop-strings.ts';
 import { KvCache } from '../../lib/model/kv-cache.ts';
 import { LlamaModel } from '../../lib/model/llama-model.ts';
 import { argmax, chooseToken } from '../../lib/model/sampling.ts';
@@ -163,22 +164,23 @@ describe('StopStringMatcher', () => {
       'Then the end: ✓ done';
     const ids = tok.encode(text, { addSpecialTokens: false });
     const decode = (x: readonly number[]) => tok.decode(x, { skipSpecialTokens: true });
+    const prompt = [tok.bosId!];
     for (const stops of [['日本'], ['🎉'], ['ße a'], ['✓ done'], ['Köln', 'fox'], ['café. a'], ['absent']]) {
-      const matcher = new StopStringMatcher(stops, decode);
-      let got: { at: number; cut: number; stop: string } | null = null;
+      const matcher = new StopStringMatcher(tok, stops, prompt);
+      let got: { at: number; text: string; stop: string } | null = null;
       for (let k = 1; k <= ids.length && !got; k++) {
         const hit = matcher.check(ids.slice(0, k));
-        if (hit) got = { at: k, cut: hit.cut, stop: hit.stop };
+        if (hit) got = { at: k, text: hit.text, stop: hit.stop };
       }
       // Reference: decode the whole prefix after every token.
-      let want: { at: number; cut: number; stop: string } | null = null;
+      let want: { at: number; text: string; stop: string } | null = null;
       for (let k = 1; k <= ids.length && !want; k++) {
         const t = decode(ids.slice(0, k));
         const found = stops
           .map((s) => ({ at: k, cut: t.indexOf(s), stop: s }))
           .filter((f) => f.cut >= 0)
           .sort((a, b) => a.cut - b.cut)[0];
-        if (found) want = found;
+        if (found) want = { at: k, text: t.slice(0, found.cut), stop: found.stop };
       }
       expect(got).toEqual(want);
       if (stops[0] !== 'absent') expect(want).not.toBeNull();
@@ -217,5 +219,15 @@ describe('sampling', () => {
       // 0.6 + 0.3 reaches 0.85: the nucleus is {0, 1}.
       expect(chooseToken(logits, { temperature: 1, topP: 0.85 }, rand)).toBeLessThan(2);
     }
+  });
+
+  it('sampling keeps the 50 most likely tokens by default (transformers GenerationConfig.top_k); 0 keeps all', () => {
+    // 60 equally likely tokens: ties keep index order, so the top 50 are ids 0…49.
+    const flat = new Array<number>(60).fill(0);
+    const rand = mulberry32(2);
+    const drawn = Array.from({ length: 3000 }, () => chooseToken(flat, { temperature: 1 }, rand));
+    expect(Math.max(...drawn)).toBe(49);
+    const all = Array.from({ length: 3000 }, () => chooseToken(flat, { temperature: 1, topK: 0 }, rand));
+    expect(Math.max(...all)).toBe(59);
   });
 });

@@ -48,7 +48,9 @@ describe('scoreSharedContexts', () => {
     'equals scoring each pair from scratch (|Δ loglik| < 1e-4, same is_greedy) with batch size %i',
     async (batchSize) => {
       const shared = await scoreSharedContexts(model, GROUPS, { batchSize });
-      const pairs = GROUPS.flatMap((g) => g.continuations.map((c) => ({ context: g.context, continuation: c })));
+      const pairs = GROUPS.flatMap((g) =>
+        g.continuations.map((c) => ({ context: g.context, continuation: c })),
+      );
       const scratch = await scoreTokens(model, pairs, { batchSize: 4 });
       let k = 0;
       GROUPS.forEach((g, gi) =>
@@ -89,7 +91,9 @@ describe('scoreSharedContexts', () => {
 
   it('rejects empty contexts and continuations and ids outside the vocabulary', async () => {
     const scorer = new SharedContextScorer(model);
-    await expect(scorer.score([{ context: [], continuations: [[1]] }])).rejects.toThrow(/context has no tokens/);
+    await expect(scorer.score([{ context: [], continuations: [[1]] }])).rejects.toThrow(
+      /context has no tokens/,
+    );
     await expect(scorer.score([{ context: [1], continuations: [[]] }])).rejects.toThrow(UserError);
     await expect(scorer.score([{ context: [1], continuations: [[512]] }])).rejects.toThrow(
       /token id 512 is outside/,

@@ -86,7 +86,9 @@ describe('moka train', () => {
       ...quick,
     ]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/^moka: error: .*step-4 belongs to a different run/);
+    expect(r.stderr).toMatch(
+      /^moka: error: .*step-4 \(the newest of \d+ checkpoint\(s\)\) belongs to a different run/,
+    );
     expect(r.stderr).toMatch(/extra\.adapter\.type: "lora" in the checkpoint, "moka" now/);
     expect(readdirSync(join(out, 'checkpoints'))).toEqual(before);
     const written = JSON.parse(readFileSync(join(out, 'train-config.json'), 'utf8')) as {
