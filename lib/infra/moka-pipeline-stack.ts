@@ -9,6 +9,7 @@
  */
 import {
   CfnOutput,
+  CfnResource,
   Duration,
   RemovalPolicy,
   Stack,
@@ -76,6 +77,7 @@ export class MokaPipelineStack extends Stack {
       oldVersionExpirationDays: o.oldVersionExpirationDays,
     });
     this.bucket = artifacts.bucket;
+    this.keepBucketNotificationLogs(retention);
     const storeRoot = `s3://${this.bucket.bucketName}`;
 
     // 2. GPU compute: VPC, spot + on-demand environments, one queue with a RUNNABLE time limit.
@@ -205,6 +207,28 @@ export class MokaPipelineStack extends Stack {
     );
 
     this.acknowledgeReviewedFindings(artifacts, [validateRun, finalize]);
+  }
+
+  /**
+   * CDK's bucket-notifications handler (the singleton that turns on EventBridge for a new bucket) would get a log
+   * group created by Lambda itself, kept forever: create it here first, with the stack's retention.
+   */
+  private keepBucketNotificationLogs(retention: logs.RetentionDays): void {
+    const handler = this.node.children.find((c) => c.node.id.startsWith('BucketNotificationsHandler'));
+    const fn = handler?.node.children.find(
+      (c) => CfnResource.isCfnResource(c) && c.cfnResourceType === 'AWS::Lambda::Function',
+    ) as CfnResource | undefined;
+    if (!fn) return; // an existing bucket: no handler
+    const group = new logs.LogGroup(this, 'BucketNotificationsLogs', {
+      logGroupName: `/aws/lambda/${fn.ref}`,
+      retention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // The handler runs during the deployment (the custom resource): its log group must exist by then.
+    for (const c of this.node.findAll()) {
+      if (CfnResource.isCfnResource(c) && c.cfnResourceType === 'Custom::S3BucketNotifications')
+        c.node.addDependency(group);
+    }
   }
 
   /** The stage job definitions' names (StageJobDefinitions' `namePrefix` is the stack name). */

@@ -345,7 +345,12 @@ describe('upload trigger', () => {
 describe('operations', () => {
   it('keeps every log group for the configured retention', () => {
     const groups = byType('AWS::Logs::LogGroup');
-    expect(groups.length).toBeGreaterThanOrEqual(6); // jobs, executions, 3 functions, flow log
+    expect(groups.length).toBeGreaterThanOrEqual(7); // jobs, executions, 3 functions, flow log, bucket notifications
+    template.hasResourceProperties('AWS::Logs::LogGroup', {
+      LogGroupName: {
+        'Fn::Join': ['', ['/aws/lambda/', { Ref: Match.stringLikeRegexp('^BucketNotificationsHandler') }]],
+      },
+    });
     for (const [, g] of groups) expect(g.Properties.RetentionInDays).toBe(30);
     // ...and deletes them with the stack (the state machine's has a fixed name: a retained one would block a redeploy).
     for (const [id] of groups)
