@@ -103,12 +103,22 @@ export async function startDeployedRun(
     const key = `${uploaded.length}-${basename(path)}`;
     const uri = store.uriOf(key);
     args.onUpload?.(path, uri);
-    if (kind.isDirectory()) await putDir(store, path, key);
-    else await store.putFile(key, path);
+    try {
+      if (kind.isDirectory()) await putDir(store, path, key);
+      else await store.putFile(key, path);
+    } catch (err) {
+      throw awsUserError(err, `uploading ${path} to ${uri}`);
+    }
     uploaded.push({ local: path, uri });
     return uri;
   };
-  const list = async (v: string | string[]) => (Array.isArray(v) ? Promise.all(v.map(upload)) : upload(v));
+  // One at a time: the <n>- prefix keeps two files of the same name apart.
+  const list = async (v: string | string[]) => {
+    if (!Array.isArray(v)) return upload(v);
+    const out: string[] = [];
+    for (const u of v) out.push(await upload(u));
+    return out;
+  };
   const config: Record<string, unknown> = { ...raw, runId, model: await upload(raw.model) };
   const data = raw.data as { train: string | string[]; validation?: string | string[] };
   config.data = {
@@ -126,7 +136,12 @@ export async function startDeployedRun(
   const evals = raw.evals as { data?: string } | undefined;
   if (evals?.data !== undefined) config.evals = { ...evals, data: await upload(evals.data) };
 
-  await store.writeText('config.json', `${JSON.stringify(config, null, 2)}\n`);
+  // The config goes last: an interrupted upload leaves no config, and nothing starts from it.
+  try {
+    await store.writeText('config.json', `${JSON.stringify(config, null, 2)}\n`);
+  } catch (err) {
+    throw awsUserError(err, `uploading the config to ${store.uriOf('config.json')}`);
+  }
   const configUri = store.uriOf('config.json');
   const input = JSON.stringify({ configUri });
   const start = async (name: string) =>

@@ -111,6 +111,8 @@ describe('startDeployedRun', () => {
   const writeConfig = (extra: Record<string, unknown> = {}) => {
     mkdirSync(join(dir, 'data'));
     writeFileSync(join(dir, 'data', 'train.jsonl'), '{"instruction":"a","output":"b"}\n');
+    mkdirSync(join(dir, 'more'));
+    writeFileSync(join(dir, 'more', 'train.jsonl'), '{"instruction":"c","output":"d"}\n');
     const config = {
       model: 's3://models-bucket/tiny',
       adapters: [{ name: 'moka', type: 'moka' }],
@@ -125,7 +127,16 @@ describe('startDeployedRun', () => {
     sfn
       .on(StartExecutionCommand)
       .callsFake((i: { name: string }) => ({ executionArn: execArn(i.name), startDate: new Date() }));
-    const r = await startDeployedRun(clients, stack, { configPath: writeConfig(), runId: 'exp-1' });
+    const configPath = writeConfig();
+    // Two local files of the same name stay apart.
+    writeFileSync(
+      configPath,
+      JSON.stringify({
+        ...JSON.parse(readFileSync(configPath, 'utf8')),
+        data: { train: ['data/train.jsonl', 'more/train.jsonl'], format: 'alpaca' },
+      }),
+    );
+    const r = await startDeployedRun(clients, stack, { configPath, runId: 'exp-1' });
     expect(r).toMatchObject({
       runId: 'exp-1',
       executionName: 'exp-1',
@@ -136,11 +147,15 @@ describe('startDeployedRun', () => {
       `https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/${execArn('exp-1')}`,
     );
     expect(s3.text(BUCKET, 'inputs/exp-1/0-train.jsonl')).toBe('{"instruction":"a","output":"b"}\n');
+    expect(s3.text(BUCKET, 'inputs/exp-1/1-train.jsonl')).toBe('{"instruction":"c","output":"d"}\n');
     const uploaded = JSON.parse(s3.text(BUCKET, 'inputs/exp-1/config.json')!);
     expect(uploaded).toMatchObject({
       runId: 'exp-1',
       model: 's3://models-bucket/tiny', // already in S3: kept
-      data: { train: `s3://${BUCKET}/inputs/exp-1/0-train.jsonl`, format: 'alpaca' },
+      data: {
+        train: [`s3://${BUCKET}/inputs/exp-1/0-train.jsonl`, `s3://${BUCKET}/inputs/exp-1/1-train.jsonl`],
+        format: 'alpaca',
+      },
     });
     const start = sfn.commandCalls(StartExecutionCommand)[0]!.args[0].input;
     expect(start).toEqual({
