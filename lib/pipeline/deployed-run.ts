@@ -387,10 +387,12 @@ export async function printRunLogs(
   },
 ): Promise<string> {
   const sleep = opts.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
-  let since = 0;
+  let since: number | null = null;
   const seen = new Set<string>();
   for (;;) {
     const e = await findRunExecution(clients, stack, run);
+    // Nothing of this execution is older than its start: searching from there keeps the first query small.
+    since ??= (e.startDate?.getTime() ?? 0) - 60_000;
     const lines = await runLogLines(clients, stack, run, e.executionArn!, since);
     for (const l of lines) {
       const id = `${l.stream}\u0000${l.timestamp}\u0000${l.message}`;

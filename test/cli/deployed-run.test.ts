@@ -335,12 +335,13 @@ describe('moka status', () => {
 
 describe('printRunLogs', () => {
   it("reads finished jobs' streams from the history and running jobs' streams by runId, until the run ends", async () => {
+    const T0 = Date.UTC(2026, 10, 30, 6);
     let polls = 0;
     sfn.on(DescribeExecutionCommand).callsFake(() => ({
       executionArn: execArn('exp-1'),
       name: 'exp-1',
       status: polls++ < 1 ? 'RUNNING' : 'SUCCEEDED',
-      startDate: new Date(),
+      startDate: new Date(T0),
       stateMachineArn: SM,
     }));
     sfn.on(ListExecutionsCommand).resolves({ executions: [] });
@@ -367,10 +368,10 @@ describe('printRunLogs', () => {
       .callsFake(async (i: { logStreamNames?: string[]; filterPattern?: string; startTime?: number }) => ({
         events:
           i.filterPattern === '"exp-1"'
-            ? [{ logStreamName: 'train/default/bbb', timestamp: 5, message: 'x' }]
+            ? [{ logStreamName: 'train/default/bbb', timestamp: T0 + 5, message: 'x' }]
             : [
-                { logStreamName: 'train/default/bbb', timestamp: 20, message: '{"msg":"step 1"}\n' },
-                { logStreamName: 'quantize/default/aaa', timestamp: 10, message: '{"msg":"quantized"}' },
+                { logStreamName: 'train/default/bbb', timestamp: T0 + 20, message: '{"msg":"step 1"}\n' },
+                { logStreamName: 'quantize/default/aaa', timestamp: T0 + 10, message: '{"msg":"quantized"}' },
               ].filter(
                 (e) => i.logStreamNames?.includes(e.logStreamName) && e.timestamp >= (i.startTime ?? 0),
               ),
@@ -389,6 +390,11 @@ describe('printRunLogs', () => {
       'quantize/default/aaa {"msg":"quantized"}',
       'train/default/bbb {"msg":"step 1"}',
     ]);
+    // The search for running jobs' streams starts a minute before the execution did, not at the epoch.
+    expect(logs.commandCalls(FilterLogEventsCommand)[0]!.args[0].input).toMatchObject({
+      filterPattern: '"exp-1"',
+      startTime: T0 - 60_000,
+    });
     const streamCalls = logs
       .commandCalls(FilterLogEventsCommand)
       .filter((c) => c.args[0].input.logStreamNames);
