@@ -3,7 +3,15 @@
  * rule, logs, and cdk-nag's AWS Solutions checks. The stack is synthesized once (with esbuild bundling of the
  * Lambdas and cdk-nag, ~10 s) and shared by every assertion.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -380,6 +388,38 @@ describe('operations', () => {
       v.violatingResources.map((r) => `${v.ruleName} ${r.constructPath ?? r.resourceLogicalId}`),
     );
     expect(findings).toEqual([]);
+  });
+});
+
+describe('task image', () => {
+  it('stages a build context with the Dockerfile and what it copies, and nothing else (no node_modules)', () => {
+    const manifest = JSON.parse(readFileSync(join(outdir, 'MokaTest.assets.json'), 'utf8')) as {
+      dockerImages: Record<string, { source: { directory: string; dockerFile: string; platform?: string } }>;
+    };
+    const images = Object.values(manifest.dockerImages);
+    expect(images).toHaveLength(1);
+    const { directory, dockerFile, platform } = images[0]!.source;
+    expect({ dockerFile, platform }).toEqual({
+      dockerFile: 'containers/Dockerfile',
+      platform: 'linux/amd64',
+    });
+    const staged = join(outdir, directory);
+    expect(readdirSync(staged).sort()).toEqual(
+      [
+        '.dockerignore',
+        '.npmrc',
+        'bin',
+        'containers',
+        'lib',
+        'package-lock.json',
+        'package.json',
+        'tsconfig.json',
+      ].sort(),
+    );
+    expect(readdirSync(join(staged, 'containers'))).toEqual(['Dockerfile']);
+    const dockerfile = readFileSync(join(staged, 'containers', 'Dockerfile'), 'utf8');
+    expect(dockerfile).toMatch(/^RUN ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci/m); // the README's GPU opt-in
+    expect(dockerfile).toMatch(/^ENTRYPOINT \["moka", "stage"\]$/m);
   });
 });
 
