@@ -63,6 +63,11 @@ export interface PipelineStackOptions {
 
 /** The prefix every run's artifacts are written under; the trigger must never watch it. */
 export const RUNS_PREFIX = 'runs/';
+/**
+ * Every prefix the pipeline and the CLI write: runs, the shared quantized-model cache (lib/pipeline/run-layout.ts)
+ * and `moka start`'s uploads (lib/pipeline/deployed-run.ts). None may be watched.
+ */
+export const WRITTEN_PREFIXES = [RUNS_PREFIX, 'cache/', 'inputs/'];
 
 /** CloudWatch Logs' allowed retention periods in days. */
 const LOG_RETENTION_DAYS = [
@@ -140,11 +145,12 @@ function prefix(ctx: Context, key: ContextKey, def: string): string {
       'give an S3 key prefix such as "incoming/" (letters, digits, -_.!*\'(), ending with "/")',
     );
   }
-  if (v.startsWith(RUNS_PREFIX) || RUNS_PREFIX.startsWith(v)) {
+  const written = WRITTEN_PREFIXES.find((w) => v.startsWith(w) || w.startsWith(v));
+  if (written) {
     throw bad(
       key,
       v,
-      `the pipeline writes under "${RUNS_PREFIX}", so watching it would retrigger runs forever`,
+      `the pipeline writes under "${written}" (and ${WRITTEN_PREFIXES.filter((w) => w !== written).join(', ')}), so watching it could retrigger runs`,
     );
   }
   return v;

@@ -58,6 +58,8 @@ describe('parseStackOptions', () => {
     expect(fail({ maxVcpus: '-1' })).toContain('maxVcpus');
     expect(fail({ runnableTimeoutMinutes: '5' })).toContain('from 10 to 1440');
     expect(fail({ datasetsPrefix: 'runs/' })).toContain('retrigger');
+    expect(fail({ runsIncomingPrefix: 'inputs/' })).toContain('the pipeline writes under "inputs/"');
+    expect(fail({ datasetsPrefix: 'cache/data/' })).toContain('the pipeline writes under "cache/"');
     expect(fail({ runsIncomingPrefix: 'incoming' })).toContain('ending with "/"');
     expect(fail({ runsIncomingPrefix: 'in/', datasetsPrefix: 'in/data/' })).toContain('overlap');
     expect(fail({ executionTimeoutMinutes: '600' })).toMatch(
