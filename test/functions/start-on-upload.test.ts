@@ -6,13 +6,16 @@ import {
   StartExecutionCommand,
 } from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { parseRunConfig } from '../../lib/pipeline/run-config.ts';
 import {
   buildRetrainConfig,
   classifyUpload,
   decodeS3Key,
   executionNameFor,
   handleUpload,
+  parseRetrainTemplate,
   type ObjectCreatedEvent,
   type UploadTriggerDeps,
 } from '../../lib/pipeline/upload-trigger.ts';
@@ -293,5 +296,30 @@ describe('buildRetrainConfig', () => {
       adapters: [{ name: 'lora', type: 'lora', r: 8, initFrom: 's3://b/prev' }],
       data: { train: 's3://b/datasets/a/' },
     });
+  });
+});
+
+describe('examples/aws/triggers-support.json', () => {
+  it('builds a valid run config for an upload (the run-config schema accepts it)', () => {
+    const text = readFileSync(
+      new URL('../../examples/aws/triggers-support.json', import.meta.url),
+      'utf8',
+    ).replaceAll('BUCKET', BUCKET);
+    const template = parseRetrainTemplate(text, 'examples/aws/triggers-support.json');
+    const config = buildRetrainConfig(template, {
+      runId: 'retrain-support-0123456789abcdef',
+      bucket: BUCKET,
+      folder: 'datasets/support/2026-11-30/',
+      previousAdapters: {
+        moka: `s3://${BUCKET}/runs/retrain-support-fedcba9876543210/variants/moka/adapter`,
+      },
+    });
+    const parsed = parseRunConfig(config, 'retraining run');
+    expect(parsed.data.train).toBe(`s3://${BUCKET}/datasets/support/2026-11-30/train.jsonl`);
+    expect(parsed.adapters[0]).toMatchObject({
+      name: 'moka',
+      initFrom: `s3://${BUCKET}/runs/retrain-support-fedcba9876543210/variants/moka/adapter`,
+    });
+    expect(parsed.runId).toBe('retrain-support-0123456789abcdef');
   });
 });
