@@ -7,9 +7,8 @@
 import type { Command } from 'commander';
 import { dirname, resolve } from 'node:path';
 import { UserError } from '../../lib/errors.ts';
-import { localPipelineDefinition } from '../../lib/infra/local-definition.ts';
-import { runLocal, type LocalRunResult } from '../../lib/pipeline/local-runner.ts';
-import { RUN_ID_PATTERN } from '../../lib/pipeline/run-config.ts';
+import type { LocalRunResult } from '../../lib/pipeline/local-runner.ts';
+import { RUN_ID_PATTERN, parseRunConfig } from '../../lib/pipeline/run-config.ts';
 import { causeMessage } from '../../lib/pipeline/handlers.ts';
 import { openStore } from '../../lib/pipeline/store/index.ts';
 import type { ProgressMode } from '../../lib/train/progress.ts';
@@ -57,7 +56,13 @@ export async function runPipelineFromFile(opts: RunPipelineOptions): Promise<Loc
     throw new UserError(`run config ${opts.configFile} must hold a JSON object`);
   }
   const input = { ...(raw as Record<string, unknown>), ...(opts.runId ? { runId: opts.runId } : {}) };
+  // Schema problems are reported at once, before the stack is synthesized (ValidateRun checks again, with the
+  // reachability of the store, model and data).
+  parseRunConfig(input, `run config ${opts.configFile}`);
   const store = openStore(opts.store);
+  // Loaded here, not at the top: aws-cdk-lib takes seconds to import, which no other command should pay.
+  const { localPipelineDefinition } = await import('../../lib/infra/local-definition.ts');
+  const { runLocal } = await import('../../lib/pipeline/local-runner.ts');
   const stop = stopOnSignals();
   try {
     return await runLocal({

@@ -73,7 +73,7 @@ export async function generateOutputs(
     const text =
       settings.numBeams > 1
         ? (
-            await beamSearch(model, model.tokenizer().encode(prompt), {
+            await beamSearch(model, model.tokenizer().encodePrompt(prompt), {
               numBeams: settings.numBeams,
               maxNewTokens: settings.maxNewTokens,
             })

@@ -17,6 +17,7 @@
 import { UserError } from '../errors.ts';
 import type { KvCache } from './kv-cache.ts';
 import type { LlamaModel } from './llama-model.ts';
+import { continuationText } from './stop-strings.ts';
 
 export interface BeamSearchOptions {
   numBeams: number;
@@ -28,7 +29,7 @@ export interface BeamSearchOptions {
 export interface BeamSearchResult {
   /** Generated tokens of the best hypothesis (EOS excluded). */
   tokens: number[];
-  /** Its decoded text (special tokens skipped). */
+  /** Its text: what decoding prompt + tokens adds after the prompt (special tokens skipped), as generateText. */
   text: string;
   /** Its summed log-probability. */
   sumLogprob: number;
@@ -157,7 +158,7 @@ export async function beamSearch(
   const best = hyps.reduce((a, b) => (b.rank > a.rank ? b : a));
   return {
     tokens: best.tokens,
-    text: tokenizer ? tokenizer.decode(best.tokens, { skipSpecialTokens: true }) : '',
+    text: tokenizer ? continuationText(tokenizer, promptIds, best.tokens) : '',
     sumLogprob: best.score,
   };
 }

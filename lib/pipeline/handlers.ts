@@ -26,7 +26,6 @@ import {
 import { quantizedCacheKey, runKeys, runUriOf } from './run-layout.ts';
 import { readStageRecords, replaceStatus, stageId, type RunError } from './status.ts';
 import { BATCH_STATE_STAGES } from './state-names.ts';
-import { canonicalJson } from '../train/trainer.ts';
 import {
   COMPLETE_MARKER,
   childUri,
@@ -183,6 +182,15 @@ async function reachabilityProblems(config: RunConfig, deps: PipelineDeps): Prom
   return problems;
 }
 
+/** Whether an earlier config.json holds the same run (both normalized by the schema, so key order is fixed). */
+function sameConfig(previous: unknown, current: Record<string, unknown>): boolean {
+  try {
+    return JSON.stringify(runConfigToJson(parseRunConfig(previous))) === JSON.stringify(current);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The validate step (see the module comment). Throws a UserError listing every problem; nothing is written then.
  * A runId that exists already must carry the same config (re-running resumes it); another config is refused.
@@ -204,7 +212,7 @@ export async function validateRunInput(input: unknown, deps: PipelineDeps): Prom
 
   const previous = await readJson<unknown>(store, keys.config);
   const configJson = runConfigToJson(withId);
-  if (previous !== null && canonicalJson(previous) !== canonicalJson(configJson)) {
+  if (previous !== null && !sameConfig(previous, configJson)) {
     throw new UserError(
       `run ${runId} already exists in ${store.uri} with a different config; re-running a runId resumes it, so ` +
         'give a new runId (or none, to generate one) for a changed config',

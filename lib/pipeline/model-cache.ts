@@ -6,6 +6,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { writeFileAtomic } from '../model/checkpoint.ts';
 import type { RunConfig } from './run-config.ts';
 import { COMPLETE_MARKER, openStore, type OpenStoreOptions } from './store/index.ts';
 import { UserError } from '../errors.ts';
@@ -13,10 +17,30 @@ import { UserError } from '../errors.ts';
 /** Bumped when the quantizer's output for the same input changes. */
 const CACHE_FORMAT = 1;
 
+/**
+ * SHA-256 of a local file, remembered per (path, size, mtime) in <work dir>/file-digests.json so that re-running
+ * a pipeline on a multi-GB local model does not read it again (a changed file has a new size or mtime).
+ */
 async function sha256File(path: string): Promise<string> {
+  const memo = join(process.env.MOKA_WORK_DIR ?? join(tmpdir(), 'moka-work'), 'file-digests.json');
+  const s = await stat(path);
+  const id = `${resolve(path)}:${s.size}:${s.mtimeMs}`;
+  let known: Record<string, string> = {};
+  try {
+    known = JSON.parse(await readFile(memo, 'utf8')) as Record<string, string>;
+  } catch {
+    /* no memo yet, or an unreadable one: start afresh */
+  }
+  if (known[id]) return known[id];
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  const digest = hash.digest('hex');
+  if (s.size >= 64 * 2 ** 20) {
+    // Only big files are worth remembering; a lost race between two writers only costs a re-hash.
+    await mkdir(dirname(memo), { recursive: true });
+    await writeFileAtomic(memo, JSON.stringify({ ...known, [id]: digest }));
+  }
+  return digest;
 }
 
 /** [name, size, content hash] of every file of a model folder, sorted by name. */

@@ -90,7 +90,7 @@ const variantFields = {
     })
     .describe('Variant name: the folder variants/<name>/ and the row of the report.'),
   initFrom: UriSchema.optional().describe(
-    'An adapter directory (adapter_config.json + adapter_model.safetensors) whose weights initialize this variant; its adapter config must match. Used to retrain from the previous adapter.',
+    'An adapter directory (adapter_config.json + adapter_model.safetensors) whose weights initialize this variant; it must have the same adapter type, targets and shapes. Used to retrain from the previous adapter.',
   ),
 };
 
@@ -171,7 +171,14 @@ export const EvalsSectionSchema = z.strictObject({
     .describe('lm-evaluation-harness task names (e.g. arc_easy, boolq) or task files in data.'),
   data: UriSchema.optional().describe('Folder holding the task data files (offline evaluation).'),
   limit: positiveInt('limit').optional().describe('Evaluate at most this many items per task.'),
-  shots: z.number().int().min(0).default(0).describe('Few-shot examples per item.'),
+  shots: z
+    .number({ error: 'shots must be a number' })
+    .int({ error: 'shots must be a whole number' })
+    .min(0, { error: 'shots must be 0 or more' })
+    .optional()
+    .describe(
+      "Few-shot examples per item; default: each task's own (e.g. 0 for the commonsense tasks, 5 for MMLU).",
+    ),
   batchSize: positiveInt('batchSize').optional().describe('Sequences per scoring run.'),
 });
 

@@ -28,13 +28,7 @@ import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
 import type { StepProgram } from './step-program.ts';
 import { resolvePrecision, type TrainConfig } from './train-config.ts';
-import {
-  canonicalJson,
-  describeDifferences,
-  train,
-  type TrainResult,
-  type TrainerOptions,
-} from './trainer.ts';
+import { describeDifferences, train, type TrainResult, type TrainerOptions } from './trainer.ts';
 import { prepareTrainingData, type DataReport } from './training-data.ts';
 
 /** The trainer's own options that a run passes through unchanged (documented in trainer.ts). */
@@ -61,7 +55,7 @@ export interface RunTrainingOptions extends Pick<TrainerOptions, PassedThrough> 
   intraOpThreads?: number;
   /**
    * An adapter directory (saveAdapter layout) whose weights initialize training instead of the adapter's own
-   * init: retraining from a previous adapter. Its adapter config must equal `adapter`.
+   * init: retraining from a previous adapter. It must have the same layout (type, targets, shapes).
    */
   initialAdapter?: string;
 }
@@ -129,15 +123,22 @@ export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
 }
 
 /**
- * Sets the runtime's initial tensor values from a saved adapter of the same configuration. The values enter the
- * run fingerprint through the trainables' init hashes, so checkpoints of a run started otherwise are refused.
+ * Sets the runtime's initial tensor values from a saved adapter with the same layout (adapter type, tensor names
+ * and shapes; the saved config lists resolved component shapes, so layouts are compared, not configs). The values
+ * enter the run fingerprint through the trainables' init hashes, so checkpoints of a run started otherwise are
+ * refused.
  */
 async function initializeFrom(runtime: AdapterRuntime, dir: string, adapter: AdapterConfig): Promise<void> {
   const saved = await loadAdapter(dir, runtime.llama);
-  if (canonicalJson(saved.runtime.config) !== canonicalJson(adapter)) {
+  const layout = (r: AdapterRuntime) => [
+    r.config.type,
+    ...r.tensors.map((t) => `${t.name}[${t.shape.join('x')}]`),
+  ];
+  const differences = describeDifferences(layout(saved.runtime), layout(runtime));
+  if (differences.length > 0) {
     throw new UserError(
-      `${dir} holds a ${saved.runtime.config.type} adapter configured differently from this run's ` +
-        `(${describeDifferences(saved.runtime.config, adapter).join('; ')}); initializing from it needs the same adapter config`,
+      `${dir} holds a ${saved.runtime.config.type} adapter whose tensors differ from this run's ${adapter.type} ` +
+        `adapter (${differences.join('; ')}); initializing from it needs the same adapter type, targets and shapes`,
     );
   }
   for (const t of runtime.tensors) t.init.set(saved.values.get(t.name)!);

@@ -350,7 +350,7 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
         );
         return { tasks: [join(root, 'facts.json'), f] };
       },
-      /task emptychoice item 1, request 2: the continuation "" has no tokens; there is nothing to score/,
+      /task emptychoice item 1, request 2: the continuation is empty; there is nothing to score/,
     ],
     [
       'an adapter for another base model',

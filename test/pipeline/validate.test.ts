@@ -89,7 +89,7 @@ describe('CLI', () => {
     );
     const r = runMoka(['run', join(dir, 'bad.json'), '--store', join(dir, 'store')]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/run config is invalid \(4 problems\)/);
+    expect(r.stderr).toMatch(/run config .*bad\.json is invalid \(4 problems\)/);
     for (const field of ['runId', 'model', 'adapters.type', 'data.train'])
       expect(r.stderr).toContain(`  ${field}: `);
     expect(existsSync(join(dir, 'store', 'runs'))).toBe(false);

@@ -45,7 +45,7 @@ export async function evalStage(opts: StageOptions): Promise<StageOutcome> {
       tasks,
       ...(dataDir ? { dataDir } : {}),
       ...(evals.limit ? { limit: evals.limit } : {}),
-      shots: evals.shots,
+      ...(evals.shots !== undefined ? { shots: evals.shots } : {}),
       ...(evals.batchSize ? { batchSize: evals.batchSize } : {}),
       outDir,
       provider: ctx.config.compute.provider,

@@ -13,7 +13,6 @@ import { openRun, runKeys } from '../run-layout.ts';
 import { recordStage, type StageRecord } from '../status.ts';
 import {
   COMPLETE_MARKER,
-  joinKey,
   localPathOfUri,
   openStore,
   readJson,
@@ -62,6 +61,7 @@ export class StageContext {
   readonly keys: ReturnType<typeof runKeys>;
   readonly workDir: string;
   readonly log: (line: string) => void;
+  private readonly scratchDirs: string[] = [];
 
   private constructor(
     readonly opts: StageOptions,
@@ -129,11 +129,15 @@ export class StageContext {
     return dest;
   }
 
-  /** A fresh local folder for this stage's outputs (emptied first: the store, not the disk, is the truth). */
+  /**
+   * A fresh local folder for this stage's outputs (emptied first: the store, not the disk, is the truth). Removed
+   * when the stage succeeds, since everything in it is then in the store; kept after a failure, for inspection.
+   */
   async scratch(...parts: string[]): Promise<string> {
     const dir = join(this.workDir, ...parts);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
+    this.scratchDirs.push(dir);
     return dir;
   }
 
@@ -149,6 +153,7 @@ export class StageContext {
     this.log(`[${this.runId}] ${stage}${variant ? ` ${variant}` : ''}: started`);
     try {
       const out = await body();
+      for (const dir of this.scratchDirs.splice(0)) await rm(dir, { recursive: true, force: true });
       await recordStage(this.store, this.runId, {
         ...base,
         status: out.status,
@@ -179,9 +184,4 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** `prefix/_COMPLETE` of the run's store. */
-export function markerKey(prefix: string): string {
-  return joinKey(prefix, COMPLETE_MARKER);
 }
