@@ -16,6 +16,8 @@ import type { ProgressMode } from '../../lib/train/progress.ts';
 import { parseInteger } from './cli-helpers.ts';
 import { describeFailure, runPipelineFromFile } from './run.ts';
 
+const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
+
 export function registerDemo(program: Command): void {
   program
     .command('demo')
@@ -27,6 +29,9 @@ export function registerDemo(program: Command): void {
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json or none', 'none')
     .action(async (opts: { dir: string; steps: string; progress: string }) => {
       const steps = parseInteger(opts.steps, '--steps', 1);
+      if (!PROGRESS.includes(opts.progress as ProgressMode)) {
+        throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
+      }
       const dir = resolve(opts.dir);
       await mkdir(dir, { recursive: true });
       const say = (line: string) => process.stdout.write(`${line}\n`);

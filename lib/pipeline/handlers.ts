@@ -291,9 +291,13 @@ export async function finalizeRun(input: unknown, deps: PipelineDeps): Promise<R
     reportUri: null,
     metrics: {},
   };
-  if (!state.runId) {
-    // Validation itself failed: no run folder was written.
-    return { ...empty, ...(state.error ? { error: { ...state.error, stage: 'validate' } } : {}) };
+  if (!state.runId || !state.runUri) {
+    // Validation itself failed (the state is still the execution input, without the plan's runUri): nothing was
+    // written, and an earlier run of the same runId is no business of this execution.
+    const error = state.error
+      ? { Error: state.error.Error, Cause: causeMessage(state.error.Cause ?? '').message, stage: 'validate' }
+      : undefined;
+    return { ...empty, runUri: null, ...(error ? { error } : {}) };
   }
   const store = deps.store;
   const runId = state.runId;

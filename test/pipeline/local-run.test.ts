@@ -2,7 +2,7 @@
  * The synthesized state machine run locally (lib/pipeline/local-runner.ts) on a tiny model: the order of states,
  * the artifacts, a re-run that does no work, and a failing stage recorded in status.json.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { localPipelineDefinition } from '../../lib/infra/local-definition.ts';
@@ -159,5 +159,28 @@ describe('local run of the synthesized state machine', () => {
     });
     expect(status.error!.stage).toMatch(/^train:(moka|lora)$/);
     expect(status.stages[status.error!.stage!]!.status).toBe('FAILED');
+  });
+
+  it('a config that fails validation fails the execution with every problem and writes no run folder', async () => {
+    const failed = await runLocal({
+      definition,
+      input: {
+        ...run.config,
+        runId: 'never',
+        model: join(run.dir, 'missing-model'),
+        data: { train: join(run.dir, 'missing.jsonl') },
+      },
+      store,
+      progress: 'none',
+      log: () => {},
+    });
+    expect(failed.status).toBe('FAILED');
+    expect(failed.transitions).toEqual([N.validate, N.recordFailure, N.failed]);
+    expect(failed.error!.Error).toBe('UserError');
+    expect(failed.error!.Cause).toMatch(
+      /cannot run \(2 problems\):\n  model: .*missing-model\/config\.json does not exist.*\n  data\.train\[0\]: .*missing\.jsonl does not exist/s,
+    );
+    expect(failed.runId).toBeUndefined();
+    expect(existsSync(join(store.root, 'runs', 'never'))).toBe(false);
   });
 });
