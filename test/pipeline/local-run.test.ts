@@ -178,7 +178,7 @@ describe('local run of the synthesized state machine', () => {
     expect(failed.transitions).toEqual([N.validate, N.recordFailure, N.failed]);
     expect(failed.error!.Error).toBe('UserError');
     expect(failed.error!.Cause).toMatch(
-      /cannot run \(2 problems\):\n  model: .*missing-model\/config\.json does not exist.*\n  data\.train\[0\]: .*missing\.jsonl does not exist/s,
+      /cannot run \(2 problems\):\n {2}model: .*missing-model\/config\.json does not exist.*\n {2}data\.train\[0\]: .*missing\.jsonl does not exist/s,
     );
     expect(failed.runId).toBeUndefined();
     expect(existsSync(join(store.root, 'runs', 'never'))).toBe(false);
