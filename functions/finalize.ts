@@ -3,10 +3,21 @@
  * the run's outcome in status.json and returns the execution's output summary. Store: MOKA_ARTIFACT_URI.
  */
 import { finalizeRun } from '../lib/pipeline/handlers.ts';
+import { jsonLogger } from '../lib/pipeline/json-log.ts';
 import { defaultDeps } from './validate-run.ts';
 
+const log = jsonLogger();
+
 export async function handler(event: unknown) {
-  const summary = await finalizeRun(event, defaultDeps());
-  console.log(JSON.stringify({ event: 'run.finalized', ...summary }));
-  return summary;
+  try {
+    const summary = await finalizeRun(event, defaultDeps());
+    log(summary.status === 'FAILED' ? 'warn' : 'info', `run ${summary.status.toLowerCase()}`, {
+      event: 'run.finalized',
+      ...summary,
+    });
+    return summary;
+  } catch (err) {
+    log('error', 'finalize failed', { event: 'run.finalize-failed', error: err as Error });
+    throw err;
+  }
 }

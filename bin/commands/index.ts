@@ -17,6 +17,11 @@ import { registerDemo } from './demo.ts';
 import { registerRun } from './run.ts';
 import { registerStage } from './stage.ts';
 import { registerSchema } from './schema.ts';
+import { registerStart } from './start.ts';
+import { registerStatus } from './status.ts';
+import { registerLogs } from './logs.ts';
+import { registerFetch } from './fetch.ts';
+import { registerContainerStartLog } from './container-start-log.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -36,4 +41,9 @@ export function registerCommands(program: Command): void {
   registerRun(program);
   registerStage(program);
   registerSchema(program);
+  registerStart(program);
+  registerStatus(program);
+  registerLogs(program);
+  registerFetch(program);
+  registerContainerStartLog(program);
 }

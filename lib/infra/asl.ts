@@ -6,7 +6,8 @@
  *
  * - `Ref` of a pseudo-parameter → its value for the stack's env (AWS::Partition → aws, …);
  * - `Ref` of a resource → a placeholder ARN naming the logical id (`arn:aws:…:placeholder:<LogicalId>`);
- * - `Fn::GetAtt [X, Arn]` → the same placeholder ARN; other attributes → `<LogicalId>.<Attr>`;
+ * - `Fn::GetAtt [X, Arn]` (or another ARN attribute, e.g. a job queue's `JobQueueArn`) → the same placeholder ARN;
+ *   other attributes → `<LogicalId>.<Attr>`;
  * - `Fn::Join`, `Fn::Sub` (plain `${…}` references), `Fn::Select` are evaluated.
  *
  * A placeholder keeps the resource's type in the ARN's service field where it is known (lambda, batch), so
@@ -88,7 +89,7 @@ export function resolveIntrinsics(
       if (k === 'Ref') return ref(arg as string);
       if (k === 'Fn::GetAtt') {
         const [id, attr] = (typeof arg === 'string' ? arg.split('.') : arg) as [string, string];
-        return attr === 'Arn' ? placeholderArn(id, resources[id]?.Type, env) : `${id}.${attr}`;
+        return attr.endsWith('Arn') ? placeholderArn(id, resources[id]?.Type, env) : `${id}.${attr}`;
       }
       if (k === 'Fn::Join') {
         const [sep, parts] = arg as [string, Json[]];
@@ -103,7 +104,11 @@ export function resolveIntrinsics(
         return text.replace(/\$\{([^}]+)\}/g, (_, name: string) => {
           if (name in vars) return String(go(vars[name]));
           const [id, attr] = name.split('.');
-          return attr ? (attr === 'Arn' ? placeholderArn(id!, resources[id!]?.Type, env) : name) : ref(name);
+          return attr
+            ? attr.endsWith('Arn')
+              ? placeholderArn(id!, resources[id!]?.Type, env)
+              : name
+            : ref(name);
         });
       }
       if (k.startsWith('Fn::')) throw new Error(`resolveIntrinsics: ${k} is not supported`);

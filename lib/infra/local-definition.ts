@@ -1,16 +1,13 @@
 /**
- * The ASL that `moka run` executes: the minimal PipelineStack synthesized in memory (offline, no bundling) and its
- * state machine definition extracted with the intrinsics resolved.
+ * The ASL that `moka run` executes: the state machine of the deployable stack (the definition `cdk deploy`
+ * deploys), built in memory without a synth (lib/infra/deployable-definition.ts: about a second, offline, no
+ * bundling or Docker). The minimal PipelineStack (pipeline-stack.ts) gives the same states with placeholder
+ * compute; it stays for tests of the construct alone.
  */
-import { App } from 'aws-cdk-lib';
-import { extractStateMachineDefinition } from './asl.ts';
-import { PipelineStack } from './pipeline-stack.ts';
+import { deployablePipelineDefinition } from './deployable-definition.ts';
 
 export function localPipelineDefinition(opts: { variantConcurrency?: number } = {}): Record<string, unknown> {
-  const app = new App({ outdir: undefined });
-  const stack = new PipelineStack(app, 'MokaPipelineLocal', {
-    functions: 'imported',
-    ...(opts.variantConcurrency !== undefined ? { variantConcurrency: opts.variantConcurrency } : {}),
-  });
-  return extractStateMachineDefinition(stack);
+  return deployablePipelineDefinition(
+    opts.variantConcurrency !== undefined ? { variantConcurrency: String(opts.variantConcurrency) } : {},
+  );
 }
