@@ -11,6 +11,7 @@ import { adaptersSuite } from './adapters.bench.ts';
 import { modelSuite } from './model.bench.ts';
 import { trainSuite } from './train.bench.ts';
 import { quantSuite } from './quant.bench.ts';
+import { storeSuite } from './store.bench.ts';
 import { evalSuite } from './eval.bench.ts';
 import { scaleSuite } from './scale.bench.ts';
 import type { BenchEntry, Suite } from './harness.ts';
@@ -22,6 +23,7 @@ const SUITES: Suite[] = [
   quantSuite,
   trainSuite,
   evalSuite,
+  storeSuite,
   scaleSuite,
 ];
 const RESULTS = new URL('./results.json', import.meta.url);

@@ -54,14 +54,21 @@ export function parseStorageDtype(value: string, flag = '--dtype'): 'F32' | 'F16
 
 /** The parsed JSON of a file named on the command line; `what` says what it is (e.g. "--config"). */
 export function readJsonFile(path: string, what: string): unknown {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new UserError(`${what} ${path}: no such file; check the path`);
     if (code === 'EISDIR') throw new UserError(`${what} ${path} is a directory; give a JSON file`);
     throw new UserError(`cannot read ${what} ${path}: ${code ?? (err as Error).message}`);
+  }
+  let text: string;
+  try {
+    // fatal: bytes that are not UTF-8 would otherwise become U+FFFD inside a value without a word.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UserError(`${what} ${path} is not UTF-8 text; save it as UTF-8`);
   }
   try {
     return JSON.parse(text);

@@ -20,6 +20,7 @@ export function registerExportOnnx(program: Command): void {
       '--max-positions <n>',
       'positions the RoPE tables cover (default min(max_position_embeddings, 4096))',
     )
+    .option('--force', 'replace an existing --out model (and its weights file)')
     .action(
       async (opts: {
         model: string;
@@ -29,6 +30,7 @@ export function registerExportOnnx(program: Command): void {
         batch: string;
         seq: string;
         maxPositions?: string;
+        force?: boolean;
       }) => {
         const r = await exportOnnx({
           model: opts.model,
@@ -38,6 +40,7 @@ export function registerExportOnnx(program: Command): void {
           batch: parseInteger(opts.batch, '--batch', 1),
           seq: parseInteger(opts.seq, '--seq', 1),
           maxPositions: opts.maxPositions ? parseInteger(opts.maxPositions, '--max-positions', 1) : undefined,
+          force: opts.force ?? false,
         });
         process.stdout.write(`wrote ${r.files.join(', ')} (${r.nodes} nodes)\n`);
       },

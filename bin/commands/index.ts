@@ -13,6 +13,15 @@ import { registerTrain } from './train.ts';
 import { registerTokenize } from './tokenize.ts';
 import { registerEval } from './eval.ts';
 import { registerReport } from './report.ts';
+import { registerDemo } from './demo.ts';
+import { registerRun } from './run.ts';
+import { registerStage } from './stage.ts';
+import { registerSchema } from './schema.ts';
+import { registerStart } from './start.ts';
+import { registerStatus } from './status.ts';
+import { registerLogs } from './logs.ts';
+import { registerFetch } from './fetch.ts';
+import { registerContainerStartLog } from './container-start-log.ts';
 
 export function registerCommands(program: Command): void {
   registerDoctor(program);
@@ -28,4 +37,13 @@ export function registerCommands(program: Command): void {
   registerTokenize(program);
   registerEval(program);
   registerReport(program);
+  registerDemo(program);
+  registerRun(program);
+  registerStage(program);
+  registerSchema(program);
+  registerStart(program);
+  registerStatus(program);
+  registerLogs(program);
+  registerFetch(program);
+  registerContainerStartLog(program);
 }

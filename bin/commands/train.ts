@@ -8,16 +8,14 @@
 import type { Command } from 'commander';
 import { constants } from 'node:os';
 import { UserError } from '../../lib/errors.ts';
-import {
-  ADAPTER_TYPES,
-  defaultAdapterConfig,
-  parseAdapterConfig,
-  type AdapterConfig,
-  type AdapterType,
-} from '../../lib/adapters/adapter-config.ts';
+import { ADAPTER_TYPES } from '../../lib/adapters/adapter-config.ts';
 import type { ProgressMode } from '../../lib/train/progress.ts';
-import { runTraining, trainingSummary } from '../../lib/train/run-training.ts';
-import { parseTrainConfig } from '../../lib/train/train-config.ts';
+import { formatTrainingSummary, runTraining, trainingSummary } from '../../lib/train/run-training.ts';
+import {
+  parseSetting,
+  resolveTrainingInputs,
+  type TrainingOverride,
+} from '../../lib/train/training-inputs.ts';
 import { collect, parseInteger, parseNumber, parseProvider, readJsonFile } from './cli-helpers.ts';
 
 interface TrainCommandOptions {
@@ -35,31 +33,10 @@ interface TrainCommandOptions {
   provider: string;
   threads?: string;
   progress: string;
+  json?: boolean;
 }
 
 const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
-
-function readConfigFile(file: string): Record<string, unknown> {
-  const json = readJsonFile(file, '--config');
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new UserError(`--config ${file} must hold a JSON object ({"training": {...}, "adapter": {...}})`);
-  }
-  return json as Record<string, unknown>;
-}
-
-/** `field=value` with value parsed as JSON when it is JSON (numbers, booleans, null), else taken as a string. */
-function parseSetting(setting: string): [string, unknown] {
-  const at = setting.indexOf('=');
-  if (at <= 0) throw new UserError(`--set expects field=value (e.g. learningRate=1e-3), got "${setting}"`);
-  const raw = setting.slice(at + 1);
-  let value: unknown = raw;
-  try {
-    value = JSON.parse(raw);
-  } catch {
-    /* a plain string such as schedule=cosine */
-  }
-  return [setting.slice(0, at).trim(), value];
-}
 
 export function registerTrain(program: Command): void {
   program
@@ -98,6 +75,7 @@ export function registerTrain(program: Command): void {
     .option('--provider <name>', 'execution provider: cpu, cuda, webgpu or auto', 'cpu')
     .option('--threads <n>', 'ONNX Runtime intra-op threads (1 = bit-reproducible on CPU)')
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json or none', 'auto')
+    .option('--json', 'print the final summary as JSON (the default when stdout is not a terminal)')
     .action(async (opts: TrainCommandOptions) => {
       // A repeatable option always has a value (its [] default), so commander cannot tell it is missing.
       if (opts.data.length === 0) {
@@ -107,38 +85,27 @@ export function registerTrain(program: Command): void {
       if (!PROGRESS.includes(opts.progress as ProgressMode)) {
         throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
       }
-      const file = opts.config ? readConfigFile(opts.config) : {};
-      const runStyle = 'training' in file || 'adapter' in file;
-      const trainingInput: Record<string, unknown> = {
-        ...((runStyle ? file.training : file) as Record<string, unknown> | undefined),
-      };
-      for (const s of opts.set) {
-        const [k, v] = parseSetting(s);
-        trainingInput[k] = v;
+      const overrides: TrainingOverride[] = opts.set.map((setting) => parseSetting(setting));
+      if (opts.maxSteps !== undefined) {
+        const value = parseInteger(opts.maxSteps, '--max-steps', 1);
+        overrides.push({ flag: `--max-steps ${opts.maxSteps}`, field: 'maxSteps', value });
       }
-      if (opts.maxSteps !== undefined) trainingInput.maxSteps = parseInteger(opts.maxSteps, '--max-steps', 1);
-      if (opts.learningRate !== undefined)
-        trainingInput.learningRate = parseNumber(opts.learningRate, '--learning-rate');
-      if (opts.seed !== undefined) trainingInput.seed = parseInteger(opts.seed, '--seed', 0);
-      const training = parseTrainConfig(
-        trainingInput,
-        opts.config ? `${opts.config} training` : 'training config',
-      );
-
-      if (opts.adapter !== undefined && !ADAPTER_TYPES.includes(opts.adapter as AdapterType)) {
-        throw new UserError(`--adapter must be one of ${ADAPTER_TYPES.join(', ')}, got "${opts.adapter}"`);
+      if (opts.learningRate !== undefined) {
+        const value = parseNumber(opts.learningRate, '--learning-rate');
+        overrides.push({ flag: `--learning-rate ${opts.learningRate}`, field: 'learningRate', value });
       }
-      let adapter: AdapterConfig;
-      if (runStyle && file.adapter !== undefined) {
-        adapter = parseAdapterConfig(file.adapter, `${opts.config} adapter`);
-        if (opts.adapter && opts.adapter !== adapter.type) {
-          throw new UserError(
-            `--adapter ${opts.adapter} contradicts the "${adapter.type}" adapter of ${opts.config}; give one of them`,
-          );
-        }
-      } else {
-        adapter = defaultAdapterConfig((opts.adapter ?? 'moka') as AdapterType);
+      if (opts.seed !== undefined) {
+        overrides.push({
+          flag: `--seed ${opts.seed}`,
+          field: 'seed',
+          value: parseInteger(opts.seed, '--seed', 0),
+        });
       }
+      const { training, adapter } = resolveTrainingInputs({
+        ...(opts.config ? { file: { path: opts.config, json: readJsonFile(opts.config, '--config') } } : {}),
+        overrides,
+        ...(opts.adapter !== undefined ? { adapterType: opts.adapter } : {}),
+      });
 
       const result = await runTraining({
         modelDir: opts.model,
@@ -152,7 +119,10 @@ export function registerTrain(program: Command): void {
         ...(opts.threads !== undefined ? { intraOpThreads: parseInteger(opts.threads, '--threads', 1) } : {}),
         progress: opts.progress as ProgressMode,
       });
-      process.stdout.write(`${JSON.stringify(trainingSummary(result))}\n`);
+      const summary = trainingSummary(result);
+      process.stdout.write(
+        opts.json || !process.stdout.isTTY ? `${JSON.stringify(summary)}\n` : formatTrainingSummary(summary),
+      );
       if (result.stoppedBy === 'signal') {
         const num =
           constants.signals[result.signal as keyof typeof constants.signals] ?? constants.signals.SIGTERM;

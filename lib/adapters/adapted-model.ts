@@ -3,6 +3,7 @@
  * adapter applied unmerged through the projection hook. What `moka generate`, `moka score` and evaluation use.
  */
 import type { Graph, ProviderChoice } from '../engine/index.ts';
+import { baseModelFingerprint } from '../model/base-identity.ts';
 import { projectionShapes, type ProjectionName } from '../model/config.ts';
 import { LlamaModel } from '../model/llama-model.ts';
 import type { ProjectionHooks } from '../model/projection.ts';
@@ -14,6 +15,8 @@ import { resolveTargets } from './targets.ts';
 export interface AdaptedModelOptions {
   /** Adapter directory (adapter_config.json + adapter_model.safetensors); none = the base model alone. */
   adapter?: string;
+  /** Where the warning about an adapter trained on another base goes (default: stderr). */
+  warn?: (message: string) => void;
   provider?: ProviderChoice;
   intraOpThreads?: number;
 }
@@ -40,9 +43,31 @@ export async function baseRowNorms(
   return out;
 }
 
-/** Loads an adapter for `base`, computing the base row norms first when the adapter is a DoRA. */
-export async function loadAdapterFor(base: FrozenBase, dir: string): Promise<LoadedAdapter> {
-  const { config } = readAdapterConfig(dir, base.config);
+const stderrWarn = (m: string) => process.stderr.write(`warning: ${m}\n`);
+
+/**
+ * Loads an adapter for `base`, computing the base row norms first when the adapter is a DoRA. An adapter of
+ * another shape is refused (readAdapterConfig); one trained on a base with the same shapes but other weights (its
+ * recorded content fingerprint differs, lib/model/base-identity.ts) loads with a warning, since it runs but does
+ * not compute what training measured.
+ */
+export async function loadAdapterFor(
+  base: FrozenBase,
+  dir: string,
+  warn: (message: string) => void = stderrWarn,
+): Promise<LoadedAdapter> {
+  const { config, baseModel, baseFingerprint } = readAdapterConfig(dir, base.config);
+  if (baseFingerprint !== null) {
+    const actual = await baseModelFingerprint(base.checkpoint);
+    if (actual !== baseFingerprint) {
+      warn(
+        `${dir} was trained on another base model${baseModel ? ` (${baseModel})` : ''} of the same shape: ` +
+          `${base.dir} has other weights (base fingerprint ${actual.slice(0, 12)}…, the adapter records ` +
+          `${baseFingerprint.slice(0, 12)}…), so its outputs are not what training measured; use the base it was ` +
+          'trained on',
+      );
+    }
+  }
   const norms =
     config.type === 'dora'
       ? await baseRowNorms(
@@ -73,7 +98,7 @@ export async function loadAdaptedModel(dir: string, opts: AdaptedModelOptions = 
     let hooks: ProjectionHooks = { base: base.base };
     const feeds: Record<string, Float32Array> = {};
     if (opts.adapter) {
-      const loaded = await loadAdapterFor(base, opts.adapter);
+      const loaded = await loadAdapterFor(base, opts.adapter, opts.warn);
       hooks = adapterHooks(loaded.runtime, base.base);
       for (const [name, v] of loaded.values) feeds[name] = v;
     }

@@ -10,10 +10,11 @@
  *   moka       moka_A.{i} [m_a, n_a], moka_B.{i} [m_b, n_b], moka_gate [r] or moka_gate_proj.weight [r, in]
  *   mokas      mokas_B.{i} [m/a_i, n/a_i], mokas_gate [r] or mokas_gate_proj.weight [r, in]
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { openSafetensors, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
@@ -30,9 +31,14 @@ export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 const FORMAT = 'moka-adapter';
 const PREFIX = 'base_model.model.';
 
+/** The adapter_config.json format versions this moka reads (and the one it writes). */
+export const ADAPTER_FORMAT_VERSION = 1;
+
 export interface SavedAdapterInfo {
   /** Base model id or path, for the user's reference. */
   baseModel?: string;
+  /** The base's content fingerprint (lib/model/base-identity.ts), checked whenever the adapter is applied. */
+  baseFingerprint?: string;
 }
 
 /** The config with every shape pinned (explicit components / blocks per projection). */
@@ -106,7 +112,7 @@ export async function saveAdapter(
   values: ReadonlyMap<string, Float32Array>,
   info: SavedAdapterInfo = {},
 ): Promise<void> {
-  mkdirSync(dir, { recursive: true });
+  await makeDirs(dir);
   const tensors: SafetensorsTensor[] = [];
   for (const entry of fileLayout(runtime)) {
     const v = values.get(entry.runtimeName);
@@ -131,9 +137,10 @@ export async function saveAdapter(
   const llama = runtime.llama;
   const config = {
     format: FORMAT,
-    version: 1,
+    version: ADAPTER_FORMAT_VERSION,
     adapter: cfg,
     base_model_name_or_path: info.baseModel ?? null,
+    base_model_fingerprint: info.baseFingerprint ?? null,
     base_model_shape: {
       hidden_size: llama.hiddenSize,
       intermediate_size: llama.intermediateSize,
@@ -166,13 +173,25 @@ export interface LoadedAdapter {
   runtime: AdapterRuntime;
   values: Map<string, Float32Array>;
   baseModel: string | null;
+  /** The fingerprint of the base it was trained on (null in adapters saved before moka recorded it). */
+  baseFingerprint: string | null;
 }
+
+/** base_model_shape field → the LlamaConfig field it must equal. */
+const BASE_SHAPE_FIELDS = [
+  ['hidden_size', 'hiddenSize'],
+  ['intermediate_size', 'intermediateSize'],
+  ['num_hidden_layers', 'numLayers'],
+  ['num_attention_heads', 'numHeads'],
+  ['num_key_value_heads', 'numKvHeads'],
+  ['head_dim', 'headDim'],
+] as const;
 
 /** Reads and validates `adapter_config.json` of an adapter directory, checking it fits the model. */
 export function readAdapterConfig(
   dir: string,
   llama: LlamaConfig,
-): { config: AdapterConfig; baseModel: string | null } {
+): { config: AdapterConfig; baseModel: string | null; baseFingerprint: string | null } {
   const configPath = join(dir, ADAPTER_CONFIG_FILE);
   if (!existsSync(dir)) throw new UserError(`adapter directory ${dir} does not exist`);
   if (!existsSync(configPath)) {
@@ -186,19 +205,32 @@ export function readAdapterConfig(
   } catch (err) {
     throw new UserError(`${configPath} is not valid JSON: ${(err as Error).message}`);
   }
-  if (json.format !== FORMAT) {
-    throw new UserError(`${configPath} is not a moka adapter config (format "${String(json.format)}")`);
+  if (json === null || typeof json !== 'object' || Array.isArray(json) || json.format !== FORMAT) {
+    throw new UserError(`${configPath} is not a moka adapter config (format "${String(json?.format)}")`);
   }
-  const shape = json.base_model_shape as Record<string, number> | undefined;
-  if (shape && (shape.hidden_size !== llama.hiddenSize || shape.num_hidden_layers !== llama.numLayers)) {
+  if (json.version !== ADAPTER_FORMAT_VERSION) {
     throw new UserError(
-      `${dir} was trained on a model with hidden_size ${shape.hidden_size} and ${shape.num_hidden_layers} layers; ` +
-        `this model has ${llama.hiddenSize} and ${llama.numLayers}. Use the adapter with its own base model.`,
+      `${configPath} has format version ${JSON.stringify(json.version)}; this moka reads version ` +
+        `${ADAPTER_FORMAT_VERSION}. It was written by another moka version: use that one, or re-train the adapter`,
     );
   }
+  const shape = json.base_model_shape as Record<string, number> | undefined;
+  const differ = shape
+    ? BASE_SHAPE_FIELDS.filter(([k, f]) => shape[k] !== undefined && shape[k] !== llama[f])
+    : [];
+  if (differ.length > 0) {
+    throw new UserError(
+      `${dir} was trained on a base model of another shape (${differ
+        .map(([k, f]) => `${k} ${shape![k]}, this model ${llama[f]}`)
+        .join('; ')}). Use the adapter with the base model it was trained on` +
+        `${typeof json.base_model_name_or_path === 'string' ? ` (${json.base_model_name_or_path})` : ''}.`,
+    );
+  }
+  const fingerprint = json.base_model_fingerprint;
   return {
     config: parseAdapterConfig(json.adapter, configPath),
     baseModel: (json.base_model_name_or_path as string | null) ?? null,
+    baseFingerprint: typeof fingerprint === 'string' ? fingerprint : null,
   };
 }
 
@@ -208,11 +240,10 @@ export async function loadAdapter(
   llama: LlamaConfig,
   options: AdapterRuntimeOptions = {},
 ): Promise<LoadedAdapter> {
-  const { config, baseModel } = readAdapterConfig(dir, llama);
+  const { config, baseModel, baseFingerprint } = readAdapterConfig(dir, llama);
   const runtime = createAdapterRuntime(llama, config, options);
-  const file = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE)).catch((err: Error) => {
-    throw new UserError(`${join(dir, ADAPTER_WEIGHTS_FILE)}: ${err.message}`);
-  });
+  // The reader's errors already start with the file's path.
+  const file = await openSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
   try {
     const values = new Map<string, Float32Array>();
     const seen = new Set<string>();
@@ -235,7 +266,7 @@ export async function loadAdapter(
     const extra = file.names().filter((n) => !seen.has(n));
     if (extra.length)
       throw new UserError(`${dir}: unexpected tensors in the adapter weights, e.g. "${extra[0]}"`);
-    return { runtime, values, baseModel };
+    return { runtime, values, baseModel, baseFingerprint };
   } finally {
     await file.close();
   }

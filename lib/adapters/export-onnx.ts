@@ -11,13 +11,14 @@
  * stays 4-bit (MatMulNBits / decode ops from com.microsoft and opset 21). Merged, the adapter is added to
  * the (dequantized) weights first, through a streamed `moka merge` into a temporary directory.
  */
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Graph, gather, type Tensor } from '../engine/index.ts';
 import { emitOnnx } from '../engine/emit.ts';
 import { writeOnnxModel } from '../engine/onnx-file.ts';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
+import { makeScratchDir, removeStaleTempFiles } from '../output-cleanup.ts';
 import { buildLlamaGraph } from '../model/llama-graph.ts';
 import type { ProjectionHooks } from '../model/projection.ts';
 import { positionRange, ropeCosSin, ropeInverseFrequencies } from '../model/rope-frequencies.ts';
@@ -37,20 +38,44 @@ export interface ExportOnnxOptions {
   seq?: number;
   /** Positions the RoPE tables cover (default min(max_position_embeddings, 4096)). */
   maxPositions?: number;
+  /** Replace an existing model at `out` (and its weights file). */
+  force?: boolean;
+  /** Where the warning about an adapter trained on another base goes (default: stderr). */
+  warn?: (message: string) => void;
+}
+
+/** Refuses to overwrite an existing --out (or the weights file beside it) unless `force`. */
+function checkOutput(out: string, weightsFile: string, force: boolean): void {
+  if (existsSync(out) && statSync(out).isDirectory()) {
+    throw new UserError(`--out ${out} is a directory; give the path of a .onnx file to write`);
+  }
+  const existing = [out, weightsFile].filter((p) => existsSync(p));
+  if (existing.length > 0 && !force) {
+    throw new UserError(
+      `${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; choose another --out, or pass ` +
+        '--force to replace it',
+    );
+  }
 }
 
 export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: string[]; nodes: number }> {
   if (opts.merged && !opts.adapter) throw new UserError('--merged needs --adapter');
   if (!opts.out.endsWith('.onnx')) throw new UserError(`--out must name a .onnx file, got "${opts.out}"`);
-  mkdirSync(dirname(resolve(opts.out)), { recursive: true });
+  const out = resolve(opts.out);
+  const name = basename(out, '.onnx');
+  checkOutput(out, join(dirname(out), `${name}.weights`), opts.force ?? false);
+  await makeDirs(dirname(out));
+  // Temporary files of an export that was killed (SIGKILL): `<name>.onnx.tmp-<pid>`, `<name>.weights.tmp-<pid>`.
+  await removeStaleTempFiles(dirname(out), { prefix: `${name}.` });
   let mergedDir: string | null = null;
+  let unregisterMerged = () => {};
   let base: FrozenBase | null = null;
   try {
     let modelDir = opts.model;
     if (opts.merged) {
-      mergedDir = mkdtempSync(join(tmpdir(), 'moka-export-'));
+      ({ dir: mergedDir, done: unregisterMerged } = makeScratchDir('moka-export-'));
       const mergedOut = join(mergedDir, 'merged');
-      await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedOut });
+      await mergeCheckpoint({ model: opts.model, adapter: opts.adapter!, out: mergedOut, warn: opts.warn });
       modelDir = mergedOut;
     }
     base = await openFrozenBase(modelDir);
@@ -60,7 +85,6 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
     const maxPositions = opts.maxPositions ?? Math.min(cfg.maxPositionEmbeddings, 4096);
     if (seq > maxPositions)
       throw new UserError(`--seq ${seq} is longer than --max-positions ${maxPositions}`);
-    const name = basename(opts.out, '.onnx');
     const g = new Graph(name);
     const positions = g.input('position_ids', 'int64', [seq]);
     const tables = ropeCosSin(ropeInverseFrequencies(cfg), positionRange(0, maxPositions));
@@ -71,7 +95,7 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
     };
     let hooks: ProjectionHooks = { base: base.base };
     if (opts.adapter && !opts.merged) {
-      const { runtime, values } = await loadAdapterFor(base, opts.adapter);
+      const { runtime, values } = await loadAdapterFor(base, opts.adapter, opts.warn);
       const constants = new Map<string, Tensor>();
       const weightOf = (tensorName: string) => {
         let t = constants.get(tensorName);
@@ -95,9 +119,10 @@ export async function exportOnnx(opts: ExportOnnxOptions): Promise<{ files: stri
       binding: new Map(),
       copyFileWeights: true,
     });
-    return { files: writeOnnxModel(opts.out, emitted), nodes: emitted.nodeCount };
+    return { files: writeOnnxModel(out, emitted), nodes: emitted.nodeCount };
   } finally {
     await base?.close();
     if (mergedDir) rmSync(mergedDir, { recursive: true, force: true });
+    unregisterMerged();
   }
 }

@@ -25,6 +25,8 @@ export interface MergeOptions {
   dtype?: MergeDtype;
   /** Replace a non-empty output directory. */
   force?: boolean;
+  /** Where the warning about an adapter trained on another base goes (default: stderr). */
+  warn?: (message: string) => void;
 }
 
 export interface MergeResult {
@@ -40,7 +42,7 @@ export async function mergeCheckpoint(opts: MergeOptions): Promise<MergeResult> 
   const base = await openFrozenBase(opts.model);
   let out: AtomicOutputDir | null = null;
   try {
-    const { runtime, values } = await loadAdapterFor(base, opts.adapter);
+    const { runtime, values } = await loadAdapterFor(base, opts.adapter, opts.warn);
     const cfg = runtime.config;
     if ((cfg.type === 'moka' || cfg.type === 'mokas') && cfg.gate === 'token') {
       throw new UserError(

@@ -14,15 +14,14 @@ import {
   copyFileSync,
   existsSync,
   linkSync,
-  mkdtempSync,
   openSync,
   rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeScratchDir } from '../output-cleanup.ts';
 import type { HostArray } from './dtype.ts';
 import { ortTypeOf } from './dtype.ts';
 import { emitOnnx, type EmittedModel } from './emit.ts';
@@ -193,6 +192,7 @@ export class Session {
     }
     if (this.weightsDir) rmSync(this.weightsDir, { recursive: true, force: true });
     this.weightsDir = null;
+    this.unregisterWeightsDir();
   }
 
   private compile(binding: Map<string, number>): Promise<Compiled> {
@@ -231,6 +231,8 @@ export class Session {
    * shapes, so each further binding only adds its own small `model-<n>.onnx` beside them.
    */
   private weightsDir: string | null = null;
+  /** Removes weightsDir if the process is interrupted first (lib/output-cleanup.ts). */
+  private unregisterWeightsDir: () => void = () => {};
   private modelFiles = 0;
   /** For 'auto': the provider that started, so later bindings do not retry the ones that failed. */
   private resolvedProvider: ProviderName | null = null;
@@ -238,7 +240,8 @@ export class Session {
   private writeExternal(emitted: EmittedModel): string {
     const external = emitted.external!;
     if (!this.weightsDir) {
-      const dir = mkdtempSync(join(tmpdir(), 'moka-onnx-'));
+      const scratch = makeScratchDir('moka-onnx-');
+      const dir = scratch.dir;
       try {
         for (const link of external.links) placeBeside(resolve(link.target), join(dir, link.location));
         const fd = openSync(join(dir, external.location), 'w');
@@ -252,6 +255,7 @@ export class Session {
         throw err;
       }
       this.weightsDir = dir;
+      this.unregisterWeightsDir = scratch.done;
     }
     const path = join(this.weightsDir, `model-${this.modelFiles++}.onnx`);
     writeFileSync(path, emitted.model);
@@ -293,6 +297,9 @@ export class Session {
     if (provider === 'cuda' && !cudaProviderInstalled()) throw new UserError(CUDA_HOWTO);
     const opts: ort.InferenceSession.SessionOptions = {
       executionProviders: [provider],
+      // ORT's own log lines repeat what its exceptions already carry (moka reports those) and warn about choices
+      // made on purpose: fatal only, unless MOKA_DEBUG asks for warnings too (0 verbose … 4 fatal).
+      logSeverityLevel: process.env.MOKA_DEBUG ? 2 : 4,
       graphOptimizationLevel: this.options.optimization ?? 'all',
       enableCpuMemArena: memArena,
       // The memory pattern pre-allocates one block for a run's planned intermediates on top of what the

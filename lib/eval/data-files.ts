@@ -12,6 +12,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, relative } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { UserError } from '../errors.ts';
+import { invalidUtf8Lines } from '../train/datasets.ts';
 import type { DataRecord, TaskSource } from './task-definition.ts';
 
 /** JSON values as hyparquet returns them, with 64-bit integers (bigint) made numbers. */
@@ -52,7 +53,15 @@ export async function readRecords(path: string): Promise<DataRecord[]> {
   if (ext !== '.json' && ext !== '.jsonl') {
     throw new UserError(`${path}: unsupported file type "${ext}"; use .json, .jsonl or .parquet`);
   }
-  const text = readFileSync(path, 'utf8');
+  const bytes = readFileSync(path);
+  // Invalid bytes would otherwise become U+FFFD inside a question or a choice without a word.
+  const badLines = invalidUtf8Lines(bytes);
+  if (badLines.length > 0) {
+    throw new UserError(
+      `${path} line ${badLines[0]} is not UTF-8 text (${badLines.length} line(s) in all); save the file as UTF-8`,
+    );
+  }
+  const text = new TextDecoder('utf-8').decode(bytes);
   let records: unknown[] | null = null;
   if (ext === '.json') {
     try {

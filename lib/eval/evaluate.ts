@@ -16,10 +16,10 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ProviderChoice } from '../engine/index.ts';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
 import { loadAdaptedModel } from '../adapters/adapted-model.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../adapters/adapter-files.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
@@ -324,7 +324,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
         ? prepareMultipleChoice(loaded, loaded.task, scorer, opts)
         : prepareGeneration(loaded, loaded.task, model, opts),
     );
-    await mkdir(opts.outDir, { recursive: true });
+    await makeDirs(opts.outDir); // not mkdir -p: Node's never returns under /proc
     const results: TaskResult[] = [];
     for (const [k, loaded] of tasks.entries()) {
       const t = loaded.task;

@@ -4,9 +4,9 @@
  * holds. Everything is read and rendered before anything is written, and each file is written atomically, so a
  * bad input leaves nothing partial in the output directory.
  */
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { accuracyChart, gateChart, lossChart, renderSvg } from './charts.ts';
 import { renderHtml } from './report-html.ts';
@@ -66,7 +66,7 @@ export async function buildReport(opts: ReportOptions): Promise<ReportSummary> {
   const json = `${JSON.stringify(data, null, 2)}\n`;
   const md = renderMarkdown(data);
   const html = renderHtml(data, charts);
-  await mkdir(opts.outDir, { recursive: true });
+  await makeDirs(opts.outDir); // not mkdir -p: Node's never returns under /proc
   await writeFileAtomic(files.reportJson, json);
   await writeFileAtomic(files.reportMd, md);
   await writeFileAtomic(files.reportHtml, html);

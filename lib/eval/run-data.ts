@@ -53,6 +53,9 @@ export interface RunData {
   config: Record<string, unknown>;
 }
 
+/** The version of the evaluation results (`<run>/evals/<task>.json`) this moka reads (evaluate.ts writes it). */
+const EVAL_RESULT_VERSION = 1;
+
 function readJson(path: string, what: string): Record<string, unknown> {
   let parsed: unknown;
   try {
@@ -90,6 +93,12 @@ function readEvals(dir: string): Map<string, TaskScore> {
     ) {
       throw new UserError(
         `${path} is not a moka evaluation result (format "moka-eval"); remove it or rerun moka eval`,
+      );
+    }
+    if (j.version !== EVAL_RESULT_VERSION) {
+      throw new UserError(
+        `${path} is a moka evaluation result of version ${JSON.stringify(j.version)}; this moka reads version ` +
+          `${EVAL_RESULT_VERSION}: report it with the moka that wrote it, or rerun moka eval`,
       );
     }
     out.set(j.task, {

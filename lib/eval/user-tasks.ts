@@ -79,8 +79,11 @@ function genDoc(file: string, where: string, raw: unknown): GenerationDoc {
 function readJson(path: string): unknown {
   if (!existsSync(path)) throw new UserError(`task file ${path}: no such file; check the path`);
   try {
-    return JSON.parse(readFileSync(path, 'utf8'));
+    // fatal: bytes that are not UTF-8 would otherwise become U+FFFD in a prompt without a word.
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(readFileSync(path)));
   } catch (err) {
+    if (err instanceof TypeError)
+      throw new UserError(`task file ${path} is not UTF-8 text; save it as UTF-8`);
     throw new UserError(`task file ${path} is not valid JSON (${(err as Error).message}); fix the file`);
   }
 }

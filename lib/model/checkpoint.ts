@@ -10,9 +10,11 @@
  * removes any `config.json` before it starts: a directory without `config.json` is incomplete, and
  * `openCheckpoint` says so.
  */
-import { open, mkdir, readdir, rename, rm, stat, readFile } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
+import { removeOnInterrupt, tempPathFor } from '../output-cleanup.ts';
 import {
   PROJECTION_NAMES,
   parseLlamaConfig,
@@ -20,7 +22,15 @@ import {
   projectionWeightName,
   type LlamaConfig,
 } from './config.ts';
-import { encodeFloat32, isFloatDtype, type SafetensorsDtype } from './dtype-convert.ts';
+import {
+  decodeFloat32,
+  encodeFloat32,
+  DTYPE_BYTES,
+  firstNonFinite,
+  isFloatDtype,
+  type FloatDtype,
+  type SafetensorsDtype,
+} from './dtype-convert.ts';
 import { SafetensorsFile, SafetensorsWriter, tensorByteLength, type TensorSpec } from './safetensors.ts';
 import { Tokenizer } from './tokenizer.ts';
 
@@ -144,11 +154,18 @@ async function exists(path: string): Promise<boolean> {
 }
 
 async function readJson(path: string, what: string): Promise<unknown> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (err) {
     throw new UserError(`${path}: cannot read ${what} (${(err as Error).message})`);
+  }
+  let text: string;
+  try {
+    // fatal: invalid bytes in a tokenizer's vocabulary would otherwise become U+FFFD tokens without a word.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new UserError(`${path}: ${what} is not valid UTF-8; re-download or fix it`);
   }
   try {
     return JSON.parse(text);
@@ -247,16 +264,69 @@ export class Checkpoint {
     return { file: file.path, ...file.byteRange(name) };
   }
 
-  readRaw(name: string): Promise<Uint8Array> {
-    return this.file(name).readRaw(name);
+  /**
+   * The stored bytes. Every read of a float tensor is checked for NaN/±Infinity (one pass over bytes already in
+   * memory): a non-finite base weight is a UserError naming the tensor and the position, wherever weights are read
+   * (generate, score, train, merge, dequantize, quantize), instead of NaN logits, NUL text or a "diverged" run.
+   */
+  async readRaw(name: string): Promise<Uint8Array> {
+    const bytes = await this.file(name).readRaw(name);
+    this.checkFinite(name, bytes, 0);
+    return bytes;
   }
 
-  readRows(name: string, start: number, end: number): Promise<Uint8Array> {
-    return this.file(name).readRows(name, start, end);
+  /** Rows `[start, end)` of the first dimension, as stored bytes (checked like `readRaw`). */
+  async readRows(name: string, start: number, end: number): Promise<Uint8Array> {
+    const bytes = await this.file(name).readRows(name, start, end);
+    this.checkFinite(name, bytes, start);
+    return bytes;
   }
 
-  readFloat32(name: string): Promise<Float32Array> {
-    return this.file(name).readFloat32(name);
+  /** The tensor as float32 (checked like `readRaw`). */
+  async readFloat32(name: string): Promise<Float32Array> {
+    const info = this.info(name);
+    const bytes = await this.readRaw(name);
+    if (!isFloatDtype(info.dtype)) return this.file(name).readFloat32(name); // its error names the dtype
+    // readRaw's buffer is fresh and ours: view F32 in place instead of copying a possibly huge tensor.
+    if (info.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+    return decodeFloat32(info.dtype, bytes);
+  }
+
+  /**
+   * Checks a tensor for NaN/±Infinity without holding it: reads it in row blocks of about `blockBytes`. For
+   * tensors that are used in place (float32 weights handed to ONNX Runtime by file range) and so never read here.
+   */
+  async assertFinite(name: string, blockBytes = 16 * 2 ** 20): Promise<void> {
+    const info = this.info(name);
+    if (!isFloatDtype(info.dtype)) return;
+    const rows = info.shape.length === 0 ? 1 : info.shape[0]!;
+    if (info.shape.length === 0) {
+      await this.readRaw(name);
+      return;
+    }
+    const rowBytes = rows === 0 ? 1 : Math.max(1, info.byteLength / rows);
+    const step = Math.max(1, Math.floor(blockBytes / rowBytes));
+    for (let r = 0; r < rows; r += step) await this.readRows(name, r, Math.min(rows, r + step));
+  }
+
+  /** Throws when `bytes` (rows from `startRow` on) of tensor `name` hold a NaN or infinity. */
+  private checkFinite(name: string, bytes: Uint8Array, startRow: number): void {
+    const info = this.info(name);
+    const at = firstNonFinite(info.dtype, bytes);
+    if (at < 0) return;
+    const rowElements = info.shape.slice(1).reduce((a, b) => a * b, 1);
+    let flat = startRow * rowElements + at;
+    const index: number[] = [];
+    for (let d = info.shape.length - 1; d >= 0; d--) {
+      index.unshift(flat % info.shape[d]!);
+      flat = Math.floor(flat / info.shape[d]!);
+    }
+    const size = DTYPE_BYTES[info.dtype as FloatDtype];
+    const value = decodeFloat32(info.dtype, bytes.slice(at * size, (at + 1) * size))[0];
+    throw new UserError(
+      `${join(this.dir, info.file)}: tensor "${name}" holds a non-finite weight (${value} at [${index.join(', ')}]); ` +
+        'the checkpoint is corrupt (a failed conversion, training run or download?): re-create or re-download it',
+    );
   }
 
   /**
@@ -466,20 +536,29 @@ export async function openCheckpoint(dir: string, opts: OpenCheckpointOptions = 
   }
 }
 
-/** Writes `text` to `path` via a temporary file and a rename, flushed first, so `path` is never partial. */
+/**
+ * Writes `text` to `path` via a temporary file (`<path>.tmp-<pid>`) and a rename, flushed first, so `path` is
+ * never partial; the temporary file is removed on any error and on SIGINT/SIGTERM/SIGHUP (lib/output-cleanup.ts).
+ * Filesystem errors carry the path they concern.
+ */
 export async function writeFileAtomic(path: string, text: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  const fh = await open(tmp, 'w');
+  const tmp = tempPathFor(path);
+  const unregister = removeOnInterrupt(tmp);
   try {
-    await fh.writeFile(text);
-    await fh.sync();
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
   } catch (err) {
-    await fh.close();
     await rm(tmp, { force: true });
-    throw err;
+    throw withFsPath(err, tmp);
+  } finally {
+    unregister();
   }
-  await fh.close();
-  await rename(tmp, path);
 }
 
 function jsonText(value: unknown): string {
@@ -604,7 +683,7 @@ export async function writeCheckpoint(dir: string, opts: WriteCheckpointOptions)
   const plan = planShards(sizes, opts.shardSizeBytes, opts.numShards);
   const metadata = opts.metadata ?? { format: 'pt' };
 
-  await mkdir(dir, { recursive: true });
+  await makeDirs(dir);
   await rm(join(dir, CONFIG_FILE), { force: true });
   const written: string[] = [];
   const weightMap: Record<string, string> = {};

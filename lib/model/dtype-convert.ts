@@ -9,7 +9,38 @@
 import { float32BitsToFloat16Bits, float32ToFloat16Bits } from '../engine/dtype.ts';
 import { endianness } from 'node:os';
 
-/** Bytes per element of every safetensors dtype moka reads or writes. */
+/**
+ * Bits per element of every safetensors dtype, as the reference implementation lists them
+ * (huggingface/safetensors `Dtype::bitsize`): a header may use any of them, whether moka computes with it or not.
+ * F4 and F6_* pack several elements per byte; a tensor of them must fill whole bytes.
+ */
+export const DTYPE_BITS = {
+  F64: 64,
+  F32: 32,
+  F16: 16,
+  BF16: 16,
+  I64: 64,
+  I32: 32,
+  I16: 16,
+  I8: 8,
+  U64: 64,
+  U32: 32,
+  U16: 16,
+  U8: 8,
+  BOOL: 8,
+  F8_E4M3: 8,
+  F8_E5M2: 8,
+  F8_E8M0: 8,
+  F8_E4M3FNUZ: 8,
+  F8_E5M2FNUZ: 8,
+  C64: 64,
+  F4: 4,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
+} as const;
+export type SafetensorsDtype = keyof typeof DTYPE_BITS;
+
+/** Bytes per element of the dtypes whose elements are whole bytes (every dtype but F4 and F6_*). */
 export const DTYPE_BYTES = {
   F64: 8,
   F32: 4,
@@ -26,15 +57,18 @@ export const DTYPE_BYTES = {
   BOOL: 1,
   F8_E4M3: 1,
   F8_E5M2: 1,
-} as const;
-export type SafetensorsDtype = keyof typeof DTYPE_BYTES;
+  F8_E8M0: 1,
+  F8_E4M3FNUZ: 1,
+  F8_E5M2FNUZ: 1,
+  C64: 8,
+} as const satisfies Partial<Record<SafetensorsDtype, number>>;
 
 /** The dtypes `decodeFloat32` / `encodeFloat32` convert (weights of a HF checkpoint are one of these). */
 export const FLOAT_DTYPES = ['F32', 'F16', 'BF16', 'F64'] as const;
 export type FloatDtype = (typeof FLOAT_DTYPES)[number];
 
 export function isSafetensorsDtype(s: string): s is SafetensorsDtype {
-  return Object.hasOwn(DTYPE_BYTES, s);
+  return Object.hasOwn(DTYPE_BITS, s);
 }
 
 export function isFloatDtype(s: string): s is FloatDtype {
@@ -209,6 +243,9 @@ function alignedView<T>(
  */
 export function decodeFloat32(dtype: SafetensorsDtype, bytes: Uint8Array): Float32Array {
   assertLittleEndianHost();
+  if (!isFloatDtype(dtype)) {
+    throw new Error(`dtype ${dtype} is not a floating-point type; cannot convert it to float32`);
+  }
   if (bytes.byteLength % DTYPE_BYTES[dtype] !== 0) {
     throw new Error(`${bytes.byteLength} bytes is not a whole number of ${dtype} elements`);
   }
@@ -221,8 +258,6 @@ export function decodeFloat32(dtype: SafetensorsDtype, bytes: Uint8Array): Float
       return bf16ToF32Array(alignedView(bytes, 2, (b, o, n) => new Uint16Array(b, o, n)));
     case 'F64':
       return Float32Array.from(alignedView(bytes, 8, (b, o, n) => new Float64Array(b, o, n)));
-    default:
-      throw new Error(`dtype ${dtype} is not a floating-point type; cannot convert it to float32`);
   }
 }
 
@@ -238,5 +273,35 @@ export function encodeFloat32(dtype: FloatDtype, values: Float32Array): Uint8Arr
       return new Uint8Array(f32ToBf16Array(values).buffer);
     case 'F64':
       return new Uint8Array(Float64Array.from(values).buffer);
+  }
+}
+
+/**
+ * Index of the first element of little-endian float tensor bytes that is NaN or ±Infinity, or -1 (also for
+ * non-float dtypes). Reads the exponent bits directly (all ones = not finite), so it costs one pass and no decoding.
+ */
+export function firstNonFinite(dtype: SafetensorsDtype, bytes: Uint8Array): number {
+  const view = <T>(size: number, make: (b: ArrayBufferLike, o: number, n: number) => T): T =>
+    alignedView(bytes.subarray(0, bytes.byteLength - (bytes.byteLength % size)), size, make);
+  switch (dtype) {
+    case 'F32': {
+      const u = view(4, (b, o, n) => new Uint32Array(b, o, n));
+      for (let i = 0; i < u.length; i++) if ((u[i]! & 0x7f800000) === 0x7f800000) return i;
+      return -1;
+    }
+    case 'F16':
+    case 'BF16': {
+      const mask = dtype === 'F16' ? 0x7c00 : 0x7f80;
+      const u = view(2, (b, o, n) => new Uint16Array(b, o, n));
+      for (let i = 0; i < u.length; i++) if ((u[i]! & mask) === mask) return i;
+      return -1;
+    }
+    case 'F64': {
+      const f = view(8, (b, o, n) => new Float64Array(b, o, n));
+      for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i]!)) return i;
+      return -1;
+    }
+    default:
+      return -1;
   }
 }

@@ -2,19 +2,20 @@
  * The frozen float32 weights of a checkpoint, ready to become graph weights, prepared without ever holding the
  * whole model in memory:
  *
- * - F32 tensors are referenced where they lie in the safetensors file (`{file, offset, length}`); nothing is read
- *   here. The engine reads them into the model (small models) or hands ONNX Runtime the byte range as external
- *   data (large ones), which maps the file.
+ * - F32 tensors are referenced where they lie in the safetensors file (`{file, offset, length}`); they are only
+ *   scanned here, in blocks, for NaN/±Infinity (every weight is checked once at load, like every read through
+ *   Checkpoint.readRaw). The engine reads them into the model (small models) or hands ONNX Runtime the byte range
+ *   as external data (large ones), which maps the file.
  * - F16, BF16 and F64 tensors are converted to float32. While the converted total stays under `spillBytes`
  *   (default 256 MiB) they are kept in memory (a float32 copy: 2x the f16/bf16 bytes). Above it they are converted
  *   in row blocks into one temporary float32 file and referenced there like F32 tensors, so memory stays at one
  *   block while disk use is 2x the f16/bf16 bytes. `dispose()` deletes that file.
  */
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Graph, Tensor, WeightData } from '../engine/index.ts';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
+import { makeScratchDir, removeOnInterrupt } from '../output-cleanup.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { decodeFloat32, numElements } from './dtype-convert.ts';
 
@@ -53,8 +54,9 @@ export class ModelWeights implements WeightSource {
 
   constructor(
     private readonly entries: ReadonlyMap<string, Entry>,
-    /** Temporary directory holding converted weights, removed by dispose(). */
+    /** Temporary directory holding converted weights, removed by dispose() (or on SIGINT/SIGTERM/SIGHUP). */
     private readonly spillDir: string | null = null,
+    private readonly unregisterSpill: () => void = () => {},
   ) {}
 
   /** Weights held in memory (tests, small generated models). */
@@ -102,6 +104,7 @@ export class ModelWeights implements WeightSource {
   /** Removes the temporary file of converted weights, if any. Sessions built on these weights must be released first. */
   dispose(): void {
     if (this.spillDir) rmSync(this.spillDir, { recursive: true, force: true });
+    this.unregisterSpill();
   }
 
   private entry(name: string): Entry {
@@ -121,7 +124,9 @@ export async function loadModelWeights(
   opts: ModelWeightsOptions = {},
 ): Promise<ModelWeights> {
   const include = opts.include ?? (() => true);
-  const names = ckpt.tensorNames().filter(include);
+  // A tied model's head is its embedding (transformers' tie_weights): an lm_head.weight in the files is never used.
+  const unused = (n: string) => ckpt.config.tieWordEmbeddings && n === 'lm_head.weight';
+  const names = ckpt.tensorNames().filter((n) => include(n) && !unused(n));
   const converted = names.filter((n) => ckpt.info(n).dtype !== 'F32');
   const convertedBytes = converted.reduce((s, n) => s + 4 * numElements(ckpt.info(n).shape), 0);
   const spill = convertedBytes > (opts.spillBytes ?? DEFAULT_SPILL_BYTES);
@@ -129,15 +134,23 @@ export async function loadModelWeights(
   let spillDir: string | null = null;
   let fd: number | null = null;
   let offset = 0;
+  let unregister = () => {};
   try {
     if (spill) {
-      spillDir = mkdtempSync(join(opts.spillDir ?? tmpdir(), 'moka-weights-'));
+      if (opts.spillDir) {
+        spillDir = mkdtempSync(join(opts.spillDir, 'moka-weights-'));
+        unregister = removeOnInterrupt(spillDir);
+      } else {
+        ({ dir: spillDir, done: unregister } = makeScratchDir('moka-weights-'));
+      }
       fd = openSync(join(spillDir, 'converted-float32.bin'), 'w');
     }
     for (const name of names) {
       const info = ckpt.info(name);
       const shape = [...info.shape];
       if (info.dtype === 'F32') {
+        // Used in place, never read here: scan it once (streaming) so a NaN/Inf weight fails now, named.
+        await ckpt.assertFinite(name);
         entries.set(name, { shape, data: ckpt.location(name) });
       } else if (fd === null) {
         entries.set(name, { shape, data: await ckpt.readFloat32(name) });
@@ -155,10 +168,11 @@ export async function loadModelWeights(
   } catch (err) {
     if (fd !== null) closeSync(fd);
     if (spillDir) rmSync(spillDir, { recursive: true, force: true });
-    throw err;
+    unregister();
+    throw spillDir ? withFsPath(err, spillDir) : err;
   }
   if (fd !== null) closeSync(fd);
-  return new ModelWeights(entries, spillDir);
+  return new ModelWeights(entries, spillDir, unregister);
 }
 
 /** Converts one tensor to float32 into `fd` at `offset`, a block of rows at a time. */

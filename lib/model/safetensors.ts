@@ -4,15 +4,22 @@
  * offsets relative to the data buffer; tensors are row-major, little-endian, with no holes, overlaps or padding
  * between them. An optional `__metadata__` entry maps strings to strings.
  *
+ * Header checks are exactly the reference reader's (`SafeTensors::read_metadata` and `Metadata::validate` in
+ * huggingface/safetensors): valid UTF-8 JSON (whitespace around the object allowed, no BOM), a
+ * `__metadata__` that is absent, null or a string→string map, any of its dtypes (sub-byte F4/F6 tensors must fill
+ * whole bytes), extra fields in an entry ignored, and the tensors sorted by offset tiling the data buffer exactly.
+ * Refusing less would accept corrupt files; refusing more would reject files every other tool reads.
+ *
  * Reading streams: `openSafetensors` reads only the header; each tensor is fetched with positional reads of its
  * own byte range, so a multi-GB shard is never held in memory whole. Writing streams too (`SafetensorsWriter`:
  * the header is written from the tensor specs up front, then the bytes tensor by tensor, in chunks if need be),
  * and is atomic: everything goes to `<path>.tmp-<pid>`, which is renamed over `path` only once complete.
  */
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
+import { removeOnInterrupt, tempPathFor } from '../output-cleanup.ts';
 import {
-  DTYPE_BYTES,
+  DTYPE_BITS,
   assertLittleEndianHost,
   decodeFloat32,
   isFloatDtype,
@@ -63,11 +70,11 @@ export function parseSafetensorsHeader(
   };
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+    // ignoreBOM keeps a byte-order mark in the text, so JSON.parse refuses it as the reference's serde_json does.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
   } catch {
     return fail('the safetensors header is not valid UTF-8');
   }
-  if (!text.startsWith('{')) fail('the safetensors header does not start with "{"');
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -83,7 +90,8 @@ export function parseSafetensorsHeader(
   const tensors = new Map<string, TensorInfo>();
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+      if (entry === null) continue; // serde's Option: null means absent
+      if (typeof entry !== 'object' || Array.isArray(entry)) {
         fail('"__metadata__" must be an object of string values');
       }
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
@@ -100,7 +108,7 @@ export function parseSafetensorsHeader(
     if (typeof e.dtype !== 'string' || !isSafetensorsDtype(e.dtype)) {
       fail(
         `${where}: unknown dtype ${JSON.stringify(e.dtype)}`,
-        `moka reads ${Object.keys(DTYPE_BYTES).join(', ')}.`,
+        `safetensors dtypes are ${Object.keys(DTYPE_BITS).join(', ')}.`,
       );
     }
     const dtype = e.dtype as SafetensorsDtype;
@@ -126,7 +134,11 @@ export function parseSafetensorsHeader(
         'The file is truncated or its header is wrong; re-download or re-create it.',
       );
     }
-    const expected = numElements(shape) * DTYPE_BYTES[dtype];
+    const bits = numElements(shape) * DTYPE_BITS[dtype];
+    if (bits % 8 !== 0) {
+      fail(`${where}: ${numElements(shape)} elements of ${dtype} (${bits} bits) do not fill whole bytes`);
+    }
+    const expected = bits / 8;
     if (end - begin !== expected) {
       fail(
         `${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes, but shape ` +
@@ -346,9 +358,15 @@ function validateSpecs(specs: readonly TensorSpec[], path: string): void {
   }
 }
 
-/** Bytes of a tensor's data. */
+/** Bytes of a tensor's data; a sub-byte tensor (F4, F6_*) that does not fill whole bytes is refused. */
 export function tensorByteLength(spec: Pick<TensorSpec, 'dtype' | 'shape'>): number {
-  return numElements(spec.shape) * DTYPE_BYTES[spec.dtype];
+  const bits = numElements(spec.shape) * DTYPE_BITS[spec.dtype];
+  if (bits % 8 !== 0) {
+    throw new UserError(
+      `a ${spec.dtype} tensor of shape ${JSON.stringify(spec.shape)} (${bits} bits) does not fill whole bytes`,
+    );
+  }
+  return bits / 8;
 }
 
 /** Builds the header bytes (length prefix included), padded with spaces to a multiple of 8 as the reference does. */
@@ -387,6 +405,8 @@ export class SafetensorsWriter {
   private written = 0;
   private position: number;
   private done = false;
+  /** Removes the temporary file if the process is interrupted before finish/abort. */
+  private readonly unregister: () => void;
 
   private constructor(
     readonly path: string,
@@ -396,6 +416,7 @@ export class SafetensorsWriter {
     headerBytes: number,
   ) {
     this.position = headerBytes;
+    this.unregister = removeOnInterrupt(tmpPath);
   }
 
   static async create(
@@ -414,14 +435,16 @@ export class SafetensorsWriter {
         `${path}: the header would exceed ${MAX_HEADER_BYTES} bytes (too many tensors in one file)`,
       );
     }
-    const tmpPath = `${path}.tmp-${process.pid}`;
-    const fh = await open(tmpPath, 'w');
+    const tmpPath = tempPathFor(path);
+    const fh = await open(tmpPath, 'w').catch((err) => {
+      throw withFsPath(err, tmpPath);
+    });
     const writer = new SafetensorsWriter(path, tmpPath, fh, specs, bytes.byteLength);
     try {
       await writer.writeAt(bytes, 0);
     } catch (err) {
       await writer.abort();
-      throw err;
+      throw withFsPath(err, tmpPath);
     }
     return writer;
   }
@@ -464,7 +487,7 @@ export class SafetensorsWriter {
       }
     } catch (err) {
       await this.abort();
-      throw err;
+      throw withFsPath(err, this.tmpPath);
     }
   }
 
@@ -483,8 +506,11 @@ export class SafetensorsWriter {
       await rename(this.tmpPath, this.path);
     } catch (err) {
       this.done = true;
+      await this.fh.close().catch(() => undefined);
       await rm(this.tmpPath, { force: true });
-      throw err;
+      throw withFsPath(err, this.tmpPath);
+    } finally {
+      this.unregister();
     }
   }
 
@@ -494,6 +520,7 @@ export class SafetensorsWriter {
     this.done = true;
     await this.fh.close().catch(() => undefined);
     await rm(this.tmpPath, { force: true });
+    this.unregister();
   }
 
   private skipEmpty(): void {

@@ -5,8 +5,10 @@
  * values depend only on (seed, tensor name, shape), so e.g. a bf16 and a f32 checkpoint of the same seed hold
  * the same weights up to rounding, and adding layers does not change the existing ones.
  */
+import { mkdirSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { UserError } from '../errors.ts';
+import { registerCleanup, removeNow, removeStaleTempFiles } from '../output-cleanup.ts';
 import { expectedTensorShapes, writeCheckpoint, type CheckpointTensorInput } from './checkpoint.ts';
 import { parseLlamaConfig, type LlamaConfig } from './config.ts';
 import { numElements, parseFloatDtype, torchDtypeName } from './dtype-convert.ts';
@@ -130,7 +132,14 @@ export function tinyTensorValues(seed: number, name: string, shape: readonly num
     : fillNormal(out, rand, INIT_STD);
 }
 
-/** Writes a tiny checkpoint; refuses a non-empty directory unless `force`. */
+/** A generated tensor is one Float32Array in memory; beyond this it is not a tiny model (1 GiB of float32). */
+export const MAX_TINY_TENSOR_ELEMENTS = 2 ** 28;
+
+/**
+ * Writes a tiny checkpoint; refuses a non-empty directory unless `force`. A directory this call created (or found
+ * empty) is removed again (emptied) when the write fails or the process is interrupted, so a failed run leaves
+ * nothing behind; with `force` into a non-empty directory, only the files being written are cleaned up.
+ */
 export async function writeTinyCheckpoint(opts: TinyCheckpointOptions): Promise<TinyCheckpoint> {
   const dtypeName = opts.dtype ?? 'float32';
   const dtype = parseFloatDtype(dtypeName);
@@ -143,12 +152,13 @@ export async function writeTinyCheckpoint(opts: TinyCheckpointOptions): Promise<
   const shards = positiveInt(opts.shards ?? 1, 'shards');
 
   let entries: string[] = [];
+  let existed = true;
   try {
     entries = await readdir(opts.dir);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOTDIR') throw new UserError(`${opts.dir} exists and is not a directory`);
-    if (code !== 'ENOENT') throw err;
+    // ENOTDIR and the like reach the CLI, which names the path and the problem (userErrorFromFs).
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    existed = false;
   }
   if (entries.length > 0 && !opts.force) {
     throw new UserError(
@@ -165,11 +175,52 @@ export async function writeTinyCheckpoint(opts: TinyCheckpointOptions): Promise<
   const tensors = new Map<string, CheckpointTensorInput>();
   let numParameters = 0;
   for (const [name, shape] of expectedTensorShapes(config)) {
+    if (numElements(shape) > MAX_TINY_TENSOR_ELEMENTS) {
+      throw new UserError(
+        `"${name}" would have ${numElements(shape)} elements (shape ${JSON.stringify(shape)}), more than a tiny ` +
+          `test model's limit of ${MAX_TINY_TENSOR_ELEMENTS}; choose smaller sizes`,
+      );
+    }
     numParameters += numElements(shape);
     // Generated when the writer reaches the tensor, so only one tensor is in memory at a time.
     tensors.set(name, { dtype, shape, data: () => tinyTensorValues(seed, name, shape) });
   }
-  const written = await writeCheckpoint(opts.dir, {
+  // What a failed or interrupted write must remove: the whole directory if it was absent or empty before.
+  const removeOwnOutput = entries.length === 0;
+  const removeSync = () => {
+    if (!removeOwnOutput) return;
+    removeNow(opts.dir);
+    if (existed) mkdirSync(opts.dir);
+  };
+  const unregister = registerCleanup(removeSync);
+  if (existed) await removeStaleTempFiles(opts.dir);
+  try {
+    return await writeTinyFiles(opts.dir, configJson, tensors, shards, tok, maxPositionEmbeddings, {
+      config,
+      numParameters,
+    });
+  } catch (err) {
+    try {
+      removeSync();
+    } catch {
+      // the write's own error says more than a failed cleanup would
+    }
+    throw err;
+  } finally {
+    unregister();
+  }
+}
+
+async function writeTinyFiles(
+  dir: string,
+  configJson: Record<string, unknown>,
+  tensors: Map<string, CheckpointTensorInput>,
+  shards: number,
+  tok: ReturnType<typeof buildTinyTokenizer>,
+  maxPositionEmbeddings: number,
+  info: { config: LlamaConfig; numParameters: number },
+): Promise<TinyCheckpoint> {
+  const written = await writeCheckpoint(dir, {
     config: configJson,
     tensors,
     numShards: shards,
@@ -183,5 +234,5 @@ export async function writeTinyCheckpoint(opts: TinyCheckpointOptions): Promise<
       max_length: maxPositionEmbeddings,
     },
   });
-  return { dir: opts.dir, config, files: written.files, numParameters, bosId: tok.bosId, eosId: tok.eosId };
+  return { dir, ...info, files: written.files, bosId: tok.bosId, eosId: tok.eosId };
 }

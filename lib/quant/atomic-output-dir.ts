@@ -2,14 +2,18 @@
  * An output directory that appears complete or not at all. Everything is written into `<out>.tmp-<pid>` beside
  * it (same filesystem, so the final rename is atomic); `commit` swaps it into place, `abort` deletes it. A crash
  * leaves only a `.tmp-<pid>` directory, which never looks like a model, and which the next run removes once its
- * process is gone.
+ * process is gone; SIGINT/SIGTERM/SIGHUP and errors remove it at once (lib/output-cleanup.ts), and an interrupted
+ * commit puts the previous directory back.
  *
  * An existing non-empty `<out>` is replaced only when the caller's `replaceable` check accepts its contents
  * (e.g. an earlier quantization of the same model) or with `force`; otherwise it is refused with a UserError.
  */
+import { existsSync, renameSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
+import { registerCleanup, removeNow, removeStaleTempFiles } from '../output-cleanup.ts';
 
 export interface AtomicOutputDir {
   /** The final directory. */
@@ -31,34 +35,6 @@ export interface AtomicOutputOptions {
   replaceable?: (dir: string, entries: string[]) => Promise<string | null>;
   /** Named in messages: the flag that picks the directory, e.g. "--out". */
   flag?: string;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** Removes `<out>.tmp-<pid>` / `<out>.old-<pid>` leftovers of runs whose process no longer exists. */
-async function removeStaleSiblings(out: string): Promise<void> {
-  const parent = dirname(out);
-  const prefix = basename(out);
-  let entries: string[];
-  try {
-    entries = await readdir(parent);
-  } catch {
-    return;
-  }
-  for (const e of entries) {
-    const m = e.startsWith(prefix) ? /^\.(tmp|old)-(\d+)$/.exec(e.slice(prefix.length)) : null;
-    if (m && Number(m[2]) !== process.pid && !processAlive(Number(m[2]))) {
-      await rm(join(parent, e), { recursive: true, force: true });
-    }
-  }
 }
 
 export async function beginAtomicOutputDir(
@@ -83,11 +59,23 @@ export async function beginAtomicOutputDir(
       );
     }
   }
-  await mkdir(dirname(dir), { recursive: true });
-  await removeStaleSiblings(dir);
+  await makeDirs(dirname(dir));
+  // `<out>.tmp-<pid>` / `<out>.old-<pid>` of runs whose process is gone (a SIGKILL leaves them).
+  await removeStaleTempFiles(dirname(dir), { prefix: `${basename(dir)}.` });
   const tmpDir = `${dir}.tmp-${process.pid}`;
+  const old = `${dir}.old-${process.pid}`;
   await rm(tmpDir, { recursive: true, force: true });
-  await mkdir(tmpDir);
+  const unregister = registerCleanup(() => {
+    removeNow(tmpDir);
+    // Interrupted between the two renames of a commit: the previous directory goes back to its name.
+    if (existsSync(old) && !existsSync(dir)) renameSync(old, dir);
+  });
+  try {
+    await mkdir(tmpDir);
+  } catch (err) {
+    unregister();
+    throw err;
+  }
   const replacing = entries.length > 0;
   let finished = false;
   return {
@@ -99,10 +87,10 @@ export async function beginAtomicOutputDir(
       finished = true;
       if (replacing) {
         // Two renames: the old directory is out of the way before the new one takes its name.
-        const old = `${dir}.old-${process.pid}`;
         await rm(old, { recursive: true, force: true });
         await rename(dir, old);
         await rename(tmpDir, dir);
+        unregister();
         await rm(old, { recursive: true, force: true });
       } else {
         // An existing empty directory (or none): rename cannot replace a directory on every platform. rmdir
@@ -111,12 +99,14 @@ export async function beginAtomicOutputDir(
           if (err.code !== 'ENOENT') throw err;
         });
         await rename(tmpDir, dir);
+        unregister();
       }
     },
     async abort() {
       if (finished) return;
       finished = true;
       await rm(tmpDir, { recursive: true, force: true });
+      unregister();
     },
   };
 }

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UserError } from '../errors.ts';
+import { UserError, withFsPath } from '../errors.ts';
 import {
   CONFIG_FILE,
   SINGLE_WEIGHTS_FILE,
@@ -62,7 +62,10 @@ export interface QuantizeCheckpointOptions {
   doubleQuant?: boolean;
   /** int4 only: symmetric (no zero points). Default false (asymmetric). */
   symmetric?: boolean;
-  /** Quantize lm_head too (ignored when the head is tied to the embedding). Default false. */
+  /**
+   * Quantize lm_head too. Default false. Refused when config.json ties the head to the embedding
+   * (tie_word_embeddings): the model's head is then the 16-bit embedding, whatever lm_head.weight a file ships.
+   */
   quantizeLmHead?: boolean;
   /** Replace an output directory that holds something else. */
   force?: boolean;
@@ -223,6 +226,9 @@ async function describeExistingOutput(
   if (entries.includes(SUMMARY_FILE)) {
     try {
       const s = JSON.parse(await readFile(join(dir, SUMMARY_FILE), 'utf8')) as Partial<QuantizeSummary>;
+      if (s.kind === 'moka.quantize-summary' && s.version !== 1) {
+        return `a quantization summary of format version ${JSON.stringify(s.version)}, which this moka does not know`;
+      }
       if (s.kind === 'moka.quantize-summary' && s.source?.fingerprint === fingerprint) return null;
       if (s.kind === 'moka.quantize-summary')
         return `a quantization of a different model (from ${s.source?.dir})`;
@@ -272,6 +278,14 @@ export async function quantizeCheckpoint(opts: QuantizeCheckpointOptions): Promi
       );
     }
     validateLlamaTensors(ckpt.config, new Map(ckpt.tensorNames().map((n) => [n, ckpt.info(n)])), modelDir);
+    if (options.quantizeLmHead && ckpt.config.tieWordEmbeddings) {
+      throw new UserError(
+        `--quantize-lm-head: ${modelDir}/config.json ties the output head to the input embedding ` +
+          '(tie_word_embeddings: true), so the head is the embedding and stays in 16 bits' +
+          `${ckpt.has(LM_HEAD) ? ` (the ${LM_HEAD} in the files is an unused copy)` : ''}; ` +
+          'quantize without --quantize-lm-head',
+      );
+    }
     const fingerprint = checkpointFingerprint(ckpt);
     out = await beginAtomicOutputDir(outDir, {
       force: opts.force,
@@ -500,7 +514,8 @@ export async function quantizeCheckpoint(opts: QuantizeCheckpointOptions): Promi
     await spool?.close().catch(() => undefined);
     await out?.abort();
     await ckpt.close();
-    throw err;
+    // The spool is written through a file handle: its errors (ENOSPC…) carry no path of their own.
+    throw out ? withFsPath(err, out.tmpDir) : err;
   }
 }
 

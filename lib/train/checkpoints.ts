@@ -14,9 +14,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import type { TrainableSpec } from './step-program.ts';
@@ -78,9 +79,14 @@ export interface CompleteMarker {
   files: { name: string; bytes: number; sha256: string }[];
 }
 
-/** Test hooks: called after each file of a checkpoint is in place (before COMPLETE), e.g. to crash there. */
 export interface CheckpointHooks {
+  /** Test hook: called after each file of a checkpoint is in place (before COMPLETE), e.g. to crash there. */
   afterFile?(step: number, file: string): void | Promise<void>;
+  /**
+   * Called once a checkpoint is complete (COMPLETE written) and older ones are pruned, with the directory and the
+   * steps of the checkpoints kept: the pipeline's train stage uploads it to the artifact store here.
+   */
+  afterCheckpoint?(step: number, dir: string, kept: readonly number[]): void | Promise<void>;
 }
 
 const STEP_DIR = /^step-(\d+)$/;
@@ -136,7 +142,7 @@ export class CheckpointStore {
       names = await readdir(this.dir);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new UserError(`cannot read the checkpoint directory ${this.dir}: ${(err as Error).message}`);
+      throw err; // ENOTDIR, EACCES…: the CLI names the path and the problem (userErrorFromFs)
     }
     const out: CheckpointInfo[] = [];
     for (const name of names) {
@@ -160,11 +166,20 @@ export class CheckpointStore {
   /** The trainer state of a complete checkpoint (cheap: no tensors are read). */
   async readState(info: CheckpointInfo): Promise<TrainerState> {
     const path = join(info.dir, STATE_FILE);
+    let state: TrainerState;
     try {
-      return JSON.parse(await readFile(path, 'utf8')) as TrainerState;
+      state = JSON.parse(await readFile(path, 'utf8')) as TrainerState;
     } catch (err) {
       throw new UserError(`${path}: cannot read the trainer state (${(err as Error).message})`);
     }
+    // Checked before anything else reads the state: another version's fields may mean something else.
+    if (state?.formatVersion !== CHECKPOINT_FORMAT_VERSION) {
+      throw new UserError(
+        `${info.dir}: checkpoint format ${JSON.stringify(state?.formatVersion)}, this moka reads ` +
+          `${CHECKPOINT_FORMAT_VERSION}; resume it with the moka version that wrote it, or start a new run directory`,
+      );
+    }
+    return state;
   }
 
   /** Writes step-N (see the module comment) and then prunes to the newest `keep` complete checkpoints. */
@@ -174,7 +189,7 @@ export class CheckpointStore {
     // A directory of the same step can only be the leftover of an interrupted write (or of a run that was not
     // resumed from it): start it afresh.
     await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
+    await makeDirs(dir);
     const meta = { format: 'pt', step: String(step) };
     const written: string[] = [];
     const done = async (file: string) => {
@@ -206,6 +221,10 @@ export class CheckpointStore {
     await writeFileAtomic(join(dir, COMPLETE_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
     await fsyncDir(dir);
     await this.prune(keep);
+    if (this.hooks.afterCheckpoint) {
+      const kept = (await this.list()).filter((c) => c.complete).map((c) => c.step);
+      await this.hooks.afterCheckpoint(step, dir, kept);
+    }
     return dir;
   }
 
@@ -245,11 +264,6 @@ export class CheckpointStore {
       }
     }
     const state = await this.readState(info);
-    if (state.formatVersion !== CHECKPOINT_FORMAT_VERSION) {
-      throw new UserError(
-        `${info.dir}: checkpoint format ${state.formatVersion}, this version reads ${CHECKPOINT_FORMAT_VERSION}`,
-      );
-    }
     const readAll = async (file: string, prefixes: string[]) => {
       const st = await SafetensorsFile.open(join(info.dir, file));
       try {

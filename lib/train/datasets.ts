@@ -8,7 +8,8 @@
  * - commonsense: `instruction`, `input`, `output`, `answer` (LLM-Adapters commonsense_170k);
  * - alpaca: `instruction`, optional `input`, `output`.
  *
- * A record that cannot be used (invalid JSON, not an object, missing or mistyped fields, an empty response) is a
+ * A record that cannot be used (bytes that are not UTF-8, invalid JSON, not an object, missing or mistyped fields, an
+ * empty response) is a
  * BAD record: it is kept out, counted and reported with its file and line. Up to `maxBadRecordFraction` of all
  * records they are skipped with a warning; above it the load fails with a UserError listing the first few, so a
  * wrong file or a wrong format override is caught at once instead of training on the remains.
@@ -271,13 +272,16 @@ export async function readDatasetRecords(
   const format = opts.format ?? 'auto';
   for (const file of files) {
     const shown = opts.displayRoot ? relative(opts.displayRoot, file) || file : file;
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = await readFile(file, 'utf8');
+      bytes = await readFile(file);
     } catch (err) {
       throw new UserError(`dataset ${file}: cannot read it (${(err as Error).message})`);
     }
-    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    // Decoding replaces invalid bytes with U+FFFD (and drops a BOM); the lines holding them are found separately so
+    // that their records are counted as bad instead of training on replacement characters.
+    const text = new TextDecoder('utf-8').decode(bytes);
+    const badUtf8Lines = invalidUtf8Lines(bytes);
     const trimmed = text.trimStart();
     if (trimmed === '') {
       bad.push({ file: shown, line: 1, reason: 'empty file' });
@@ -301,6 +305,15 @@ export async function readDatasetRecords(
         bad.push({ ...source, reason: c.error });
         continue;
       }
+      const lastLine = c.line + (c.text.match(/\n/g)?.length ?? 0);
+      const badLine = badUtf8Lines.find((l) => l >= c.line && l <= lastLine);
+      if (badLine !== undefined) {
+        bad.push({
+          ...source,
+          reason: `invalid UTF-8 on line ${badLine} (bytes that are not UTF-8 text); save the file as UTF-8`,
+        });
+        continue;
+      }
       let value: unknown;
       try {
         value = JSON.parse(c.text);
@@ -318,6 +331,32 @@ export async function readDatasetRecords(
     records,
     bad,
   };
+}
+
+/** 1-based numbers of the lines holding bytes that are not valid UTF-8 (none for almost every file: one pass). */
+export function invalidUtf8Lines(bytes: Uint8Array): number[] {
+  const fatal = new TextDecoder('utf-8', { fatal: true });
+  try {
+    fatal.decode(bytes);
+    return [];
+  } catch {
+    // A newline byte (0x0A) never occurs inside a UTF-8 sequence, so each line can be checked on its own.
+  }
+  const lines: number[] = [];
+  let start = 0;
+  let line = 1;
+  for (let i = 0; i <= bytes.length; i++) {
+    if (i === bytes.length || bytes[i] === 10) {
+      try {
+        fatal.decode(bytes.subarray(start, i));
+      } catch {
+        lines.push(line);
+      }
+      start = i + 1;
+      line++;
+    }
+  }
+  return lines;
 }
 
 function isJson(text: string): boolean {

@@ -19,16 +19,17 @@ import { UserError } from '../errors.ts';
 import type { ProviderChoice } from '../engine/index.ts';
 import type { AdapterConfig } from '../adapters/adapter-config.ts';
 import { baseRowNorms } from '../adapters/adapted-model.ts';
-import { createAdapterRuntime } from '../adapters/adapter-runtime.ts';
-import { saveAdapter } from '../adapters/adapter-files.ts';
+import { createAdapterRuntime, type AdapterRuntime } from '../adapters/adapter-runtime.ts';
+import { loadAdapter, saveAdapter } from '../adapters/adapter-files.ts';
 import { resolveTargets } from '../adapters/targets.ts';
+import { baseModelFingerprint } from '../model/base-identity.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { parseWallClock, wallClockNow } from '../model/chat-template.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';
 import type { StepProgram } from './step-program.ts';
 import { resolvePrecision, type TrainConfig } from './train-config.ts';
-import { train, type TrainResult, type TrainerOptions } from './trainer.ts';
+import { describeDifferences, train, type TrainResult, type TrainerOptions } from './trainer.ts';
 import { prepareTrainingData, type DataReport } from './training-data.ts';
 
 /** The trainer's own options that a run passes through unchanged (documented in trainer.ts). */
@@ -53,6 +54,11 @@ export interface RunTrainingOptions extends Pick<TrainerOptions, PassedThrough> 
   adapter: AdapterConfig;
   provider?: ProviderChoice;
   intraOpThreads?: number;
+  /**
+   * An adapter directory (saveAdapter layout) whose weights initialize training instead of the adapter's own
+   * init: retraining from a previous adapter. It must have the same layout (type, targets, shapes).
+   */
+  initialAdapter?: string;
 }
 
 export interface RunTrainingResult extends TrainResult {
@@ -63,14 +69,16 @@ export interface RunTrainingResult extends TrainResult {
 }
 
 /**
- * What identifies the base model in the run fingerprint: its config.json (quantization_config included) and the
- * sizes of its weight files; hashing gigabytes of weights at every start would cost more than it protects.
+ * What identifies the base model in the run fingerprint: its config.json (quantization_config included), the
+ * sizes of its weight files, and its content fingerprint (lib/model/base-identity.ts: a sample of its weights, so
+ * a base with the same shapes but other weights is refused at resume); hashing gigabytes of weights at every
+ * start would cost more than it protects.
  */
-async function modelIdentity(base: FrozenBase): Promise<Record<string, unknown>> {
+async function modelIdentity(base: FrozenBase, fingerprint: string): Promise<Record<string, unknown>> {
   const ckpt = base.checkpoint;
   const files: Record<string, number> = {};
   for (const f of ckpt.weightFiles()) files[f] = (await stat(join(ckpt.dir, f))).size;
-  return { format: base.format, config: ckpt.config.raw, weightFiles: files };
+  return { format: base.format, config: ckpt.config.raw, weightFiles: files, fingerprint };
 }
 
 const RUN_CONFIG_FILE = 'train-config.json';
@@ -102,7 +110,20 @@ export async function runChatClock(outputDir: string, now: Date = new Date()): P
 }
 
 /** What a run reports when it ends (printed by `moka train`, and in train-summary.json with the data report). */
-export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
+export interface TrainingSummary {
+  stoppedBy: TrainResult['stoppedBy'];
+  step: number;
+  totalSteps: number;
+  resumedFrom: number | null;
+  lastEvalLoss: number | null;
+  bestEvalLoss: number | null;
+  trainableParameters: number;
+  adapterDir: string | null;
+  checkpointDir: string | null;
+  metrics: string;
+}
+
+export function trainingSummary(r: RunTrainingResult): TrainingSummary {
   return {
     stoppedBy: r.stoppedBy,
     step: r.step,
@@ -115,6 +136,51 @@ export function trainingSummary(r: RunTrainingResult): Record<string, unknown> {
     checkpointDir: r.checkpointDir,
     metrics: r.metricsPath,
   };
+}
+
+/**
+ * Sets the runtime's initial tensor values from a saved adapter with the same layout (adapter type, tensor names
+ * and shapes; the saved config lists resolved component shapes, so layouts are compared, not configs). The values
+ * enter the run fingerprint through the trainables' init hashes, so checkpoints of a run started otherwise are
+ * refused.
+ */
+async function initializeFrom(runtime: AdapterRuntime, dir: string, adapter: AdapterConfig): Promise<void> {
+  const saved = await loadAdapter(dir, runtime.llama);
+  const layout = (r: AdapterRuntime) => [
+    r.config.type,
+    ...r.tensors.map((t) => `${t.name}[${t.shape.join('x')}]`),
+  ];
+  const differences = describeDifferences(layout(saved.runtime), layout(runtime));
+  if (differences.length > 0) {
+    throw new UserError(
+      `${dir} holds a ${saved.runtime.config.type} adapter whose tensors differ from this run's ${adapter.type} ` +
+        `adapter (${differences.join('; ')}); initializing from it needs the same adapter type, targets and shapes`,
+    );
+  }
+  for (const t of runtime.tensors) t.init.set(saved.values.get(t.name)!);
+}
+
+/** `trainingSummary` for a person (what `moka train` prints on a terminal): a few lines, numbers rounded. */
+export function formatTrainingSummary(s: TrainingSummary): string {
+  const how = { completed: 'completed', 'early-stopping': 'stopped early', signal: 'interrupted' }[
+    s.stoppedBy
+  ];
+  const resumed = s.resumedFrom === null ? '' : `, resumed from step ${s.resumedFrom}`;
+  const loss = (x: number | null) => (x === null ? '-' : x.toFixed(4));
+  const lines = [
+    `training ${how ?? s.stoppedBy} at step ${s.step} of ${s.totalSteps}${resumed} ` +
+      `(${s.trainableParameters.toLocaleString('en-US')} trainable parameters)`,
+  ];
+  if (s.lastEvalLoss !== null)
+    lines.push(`  eval loss ${loss(s.lastEvalLoss)} (best ${loss(s.bestEvalLoss)})`);
+  lines.push(
+    s.adapterDir
+      ? `  adapter:     ${s.adapterDir}`
+      : '  adapter:     not written (run the same command again to resume)',
+  );
+  if (s.checkpointDir) lines.push(`  checkpoint:  ${s.checkpointDir}`);
+  lines.push(`  metrics:     ${s.metrics}`);
+  return `${lines.join('\n')}\n`;
 }
 
 export async function runTraining(opts: RunTrainingOptions): Promise<RunTrainingResult> {
@@ -132,6 +198,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
           `${config.maxPositionEmbeddings}; lower maxLength`,
       );
     }
+    const baseFingerprint = await baseModelFingerprint(base.checkpoint);
     const tokenizer = base.checkpoint.tokenizer();
     // Padding is masked out of attention and loss, so any id the embedding has will do: the tokenizer's pad
     // token unless it was added past the model's rows (a common `<pad>` at id vocab_size), else EOS.
@@ -162,6 +229,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       seed: training.seed,
       ...(norms ? { baseRowNorms: (m: string) => norms.get(m)! } : {}),
     });
+    if (opts.initialAdapter !== undefined) await initializeFrom(runtime, opts.initialAdapter, opts.adapter);
     const plan = runtime.plan;
     program = createLlamaStepProgram({
       config,
@@ -181,7 +249,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
       outputDir: opts.outputDir,
       padId,
       resume: opts.resume ?? 'auto',
-      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(base) },
+      fingerprintExtra: { adapter: opts.adapter, model: await modelIdentity(base, baseFingerprint) },
       ...(opts.progress ? { progress: opts.progress } : {}),
       ...(opts.logStream ? { logStream: opts.logStream } : {}),
       warn,
@@ -197,7 +265,7 @@ export async function runTraining(opts: RunTrainingOptions): Promise<RunTraining
     let adapterDir: string | null = null;
     if (result.stoppedBy !== 'signal') {
       adapterDir = join(opts.outputDir, 'adapter');
-      await saveAdapter(adapterDir, runtime, result.params, { baseModel: opts.modelDir });
+      await saveAdapter(adapterDir, runtime, result.params, { baseModel: opts.modelDir, baseFingerprint });
     }
     const final: RunTrainingResult = {
       ...result,

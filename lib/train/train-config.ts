@@ -196,6 +196,15 @@ export const TrainConfigSchema = z
         message: `give warmupSteps (${c.warmupSteps}) or warmupRatio (${c.warmupRatio}), not both`,
       });
     }
+    if (c.maxSteps !== null && c.warmupSteps > c.maxSteps) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['warmupSteps'],
+        message:
+          `warmupSteps ${c.warmupSteps} is more than maxSteps ${c.maxSteps}: the learning rate would never reach ` +
+          'its peak; lower warmupSteps, or use warmupRatio (a fraction of the steps)',
+      });
+    }
   });
 
 export type TrainConfig = z.output<typeof TrainConfigSchema>;
@@ -206,19 +215,29 @@ export function defaultTrainConfig(): TrainConfig {
   return TrainConfigSchema.parse({});
 }
 
-/** Validates a training section; a UserError lists every problem with its field path. */
-export function parseTrainConfig(input: unknown, source = 'training config'): TrainConfig {
+/** The training section's field names, in schema order. */
+export const TRAIN_CONFIG_FIELDS: readonly string[] = Object.keys(TrainConfigSchema.shape);
+
+/** The parsed section, or each problem as "field: message" (unknown fields listed with the known ones). */
+export function checkTrainConfig(input: unknown): { config: TrainConfig } | { problems: string[] } {
   const r = TrainConfigSchema.safeParse(input ?? {});
-  if (r.success) return r.data;
+  if (r.success) return { config: r.data };
   const problems = r.error.issues.map((i) => {
     const path = i.path.length ? i.path.join('.') : '(root)';
     if (i.code === 'unrecognized_keys') {
-      const known = Object.keys(TrainConfigSchema.shape).join(', ');
+      const known = TRAIN_CONFIG_FIELDS.join(', ');
       return `${path}: unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}; known fields: ${known}`;
     }
     return `${path}: ${i.message}`;
   });
-  throw new UserError(`${source} is invalid:\n  ${problems.join('\n  ')}`);
+  return { problems };
+}
+
+/** Validates a training section; a UserError lists every problem with its field path. */
+export function parseTrainConfig(input: unknown, source = 'training config'): TrainConfig {
+  const r = checkTrainConfig(input);
+  if ('config' in r) return r.config;
+  throw new UserError(`${source} is invalid:\n  ${r.problems.join('\n  ')}`);
 }
 
 /** JSON Schema of the training section (input side: defaults shown, every field optional). */

@@ -13,9 +13,11 @@
  * never interrupted; only the timing fields of the metrics (TIMING_METRIC_KEYS) differ.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError, isUserError } from '../errors.ts';
+import { makeDirs } from '../make-dirs.ts';
+import { CLEANUP_SIGNALS, removeStaleTempFiles } from '../output-cleanup.ts';
 import { fnv1a } from '../engine/random.ts';
 import { writeFileAtomic } from '../model/checkpoint.ts';
 import { AdamW } from './adamw.ts';
@@ -74,7 +76,7 @@ export interface TrainerOptions {
   /** Where progress goes (default process.stderr). */
   logStream?: NodeJS.WritableStream & { isTTY?: boolean };
   warn?: (message: string) => void;
-  /** Stop cleanly on SIGTERM/SIGINT (default true). */
+  /** Stop cleanly on SIGTERM/SIGINT/SIGHUP (default true). */
   handleSignals?: boolean;
   /** Programmatic stop: behaves like SIGTERM. */
   stopSignal?: AbortSignal;
@@ -249,6 +251,12 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   };
   const lengths = trainSet.map((s) => s.ids.length);
   const totalSteps = plannedSteps(lengths, config, order);
+  if (config.warmupSteps > totalSteps) {
+    throw new UserError(
+      `warmupSteps ${config.warmupSteps} is more than the run's ${totalSteps} optimizer steps, so the learning rate ` +
+        'would never reach its peak; lower warmupSteps, or use warmupRatio (a fraction of the steps)',
+    );
+  }
   const schedule: ScheduleSpec = {
     name: config.schedule,
     warmupSteps: resolveWarmupSteps(config.warmupSteps, config.warmupRatio, totalSteps),
@@ -272,9 +280,10 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   };
   const fingerprint = sha256([canonicalJson(fingerprintInputs)]);
 
-  await mkdir(opts.outputDir, { recursive: true });
   const metricsPath = join(opts.outputDir, METRICS_FILE);
   const store = new CheckpointStore(join(opts.outputDir, 'checkpoints'), specs, opts.checkpointHooks);
+  // Temporary files of a run that was killed (SIGKILL) before it could remove them, anywhere in the run directory.
+  await removeStaleTempFiles(opts.outputDir, { recursive: true });
 
   // Refuse checkpoints of another run before touching anything, so they stay intact. The newest is checked
   // first: it is the one a resume would continue, so it is the one to name.
@@ -303,6 +312,8 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
     throw new UserError(`--resume: no complete checkpoint in ${store.dir}; start without --resume`);
   }
 
+  // Created only now, so that a refused run (nothing to resume, another run's checkpoints) leaves nothing behind.
+  await makeDirs(opts.outputDir);
   await opts.onReady?.({
     resumedFrom: complete.length > 0 && resume !== false ? complete.at(-1)!.step : null,
   });
@@ -391,8 +402,7 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopSignal) {
       // A second signal: give up on the clean stop and let the default action end the process.
-      process.removeListener('SIGTERM', onSignal);
-      process.removeListener('SIGINT', onSignal);
+      for (const s of CLEANUP_SIGNALS) process.removeListener(s, onSignal);
       process.kill(process.pid, sig);
       return;
     }
@@ -405,8 +415,7 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
   };
   const handleSignals = opts.handleSignals ?? true;
   if (handleSignals) {
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    for (const s of CLEANUP_SIGNALS) process.on(s, onSignal);
   }
   const onAbort = () => {
     stopSignal ??= 'abort';
@@ -649,8 +658,7 @@ export async function train(opts: TrainerOptions): Promise<TrainResult> {
     progress.close();
     await metricsFile?.close();
     if (handleSignals) {
-      process.removeListener('SIGTERM', onSignal);
-      process.removeListener('SIGINT', onSignal);
+      for (const s of CLEANUP_SIGNALS) process.removeListener(s, onSignal);
     }
     opts.stopSignal?.removeEventListener('abort', onAbort);
   }

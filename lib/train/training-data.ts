@@ -146,6 +146,9 @@ export async function prepareTrainingData(opts: PrepareOptions): Promise<Trainin
     return out;
   };
   const train = tokenizeAll(trainRecords);
+  // The training split's own drops, for the message below (the lists go on to include the eval split's).
+  const trainTooLong = tooLong.length;
+  const trainNoTargets = noTargets.length;
   const evalSamples = tokenizeAll(evalRecords);
   if (unmaskable.length > 0) {
     // Records the chat template cannot mask exactly are bad records too, under the same policy.
@@ -182,8 +185,9 @@ export async function prepareTrainingData(opts: PrepareOptions): Promise<Trainin
   }
   if (train.length === 0) {
     throw new UserError(
-      `the training split is empty after tokenization: ${trainRecords.length} records, ${tooLong.length} longer than ` +
-        `maxLength ${config.maxLength}, ${noTargets.length} without response tokens within it; raise maxLength`,
+      `the training split is empty after tokenization: of its ${trainRecords.length} records, ${trainTooLong} are ` +
+        `longer than maxLength ${config.maxLength} and ${trainNoTargets} have no response token within it; ` +
+        'raise maxLength',
     );
   }
   const report: DataReport = {

@@ -55,6 +55,16 @@ describe('flag parsing', () => {
 });
 
 describe('readJsonFile', () => {
+  it('refuses a file that is not UTF-8 instead of reading U+FFFD into a value', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moka-latin1-'));
+    const path = join(dir, 'latin1.json');
+    writeFileSync(path, Buffer.from('{"promptTemplate": "caf\xe9"}', 'latin1'));
+    expect(() => readJsonFile(path, '--config')).toThrow(
+      /^--config .*latin1\.json is not UTF-8 text; save it as UTF-8$/,
+    );
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('parses a file, and says what is wrong with a missing, unreadable or invalid one', () => {
     const good = join(root, 'good.json');
     writeFileSync(good, '{"a": 1}');

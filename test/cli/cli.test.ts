@@ -8,6 +8,14 @@ describe('moka CLI', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('Usage: moka');
     expect(r.stdout).toContain('doctor');
+    // It describes what exists: every command its description and example name is a command.
+    const commands = [...r.stdout.matchAll(/^ {2}([a-z][a-z-]+) \[/gm)].map((m) => m[1]);
+    for (const verb of ['quantize', 'train', 'generate', 'score', 'merge', 'init-tiny', 'eval', 'report']) {
+      expect(r.stdout).toContain(verb);
+      expect(commands).toContain(verb);
+    }
+    expect(r.stdout).toMatch(/it generates gibberish; give --model a real Hugging Face LLaMA-family/);
+    expect(r.stdout).toContain('moka init-tiny --out scratch/tiny');
   });
 
   it('an unknown command exits non-zero with a one-line message', () => {

@@ -93,6 +93,12 @@ describe('JSON and JSON Lines', () => {
     const bad = join(root, 'd.jsonl');
     writeFileSync(bad, '{"x": 1}\n{oops}\n');
     expect((await failure(readRecords(bad))).message).toMatch(/d\.jsonl line 2 is not valid JSON/);
+    // Text that is not UTF-8 (a Latin-1 "é" on line 2) is refused, not read as U+FFFD.
+    const latin1 = join(root, 'e.jsonl');
+    writeFileSync(latin1, Buffer.from('{"x": 1}\n{"x": "caf\xe9"}\n', 'latin1'));
+    expect((await failure(readRecords(latin1))).message).toMatch(
+      /e\.jsonl line 2 is not UTF-8 text \(1 line\(s\) in all\); save the file as UTF-8$/,
+    );
   });
 
   it('a missing split names the task, the split and the expected layout; a missing field names file, record, field', async () => {

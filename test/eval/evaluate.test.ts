@@ -341,6 +341,18 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
       /task file .*notjson\.json is not valid JSON/,
     ],
     [
+      'a task file that is not UTF-8',
+      () => {
+        const f = join(root, 'latin1.json');
+        writeFileSync(
+          f,
+          Buffer.from('[{"context": "caf\xe9", "choices": ["a", "b"], "answer": 0}]', 'latin1'),
+        );
+        return { tasks: [f] };
+      },
+      /task file .*latin1\.json is not UTF-8 text; save it as UTF-8/,
+    ],
+    [
       'a choice with no tokens to score (checked before any task runs)',
       () => {
         const f = join(root, 'emptychoice.json');
@@ -357,7 +369,7 @@ describe('bad inputs fail with one line and leave nothing in --out', () => {
       () => {
         return { tasks: [join(root, 'facts.json')], adapterDir: join(root, 'adapter-other') };
       },
-      /was trained on a model with hidden_size 32 .*Use the adapter with its own base model/,
+      /was trained on a base model of another shape \(hidden_size 32, this model \d+.*\)\. Use the adapter with the base model it was trained on/,
     ],
   ];
 

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -213,6 +214,16 @@ describe('buildReport', () => {
     expect(isUserError(err)).toBe(true);
     expect(err.message).toMatch(/has no evals\/ folder; run `moka eval --out .*evals`/);
     expect(existsSync(out) ? readdirSync(out) : []).toEqual([]);
+  });
+
+  it('an evaluation result of a version this moka does not know is refused', async () => {
+    const future = join(root, 'runs', 'future');
+    cpSync(join(runDir('base'), 'evals'), join(future, 'evals'), { recursive: true });
+    const file = join(future, 'evals', readdirSync(join(future, 'evals')).find((f) => f.endsWith('.json'))!);
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')), version: 2 }));
+    await expect(buildReport({ runDirs: [future], outDir: join(root, 'report-future') })).rejects.toThrow(
+      /is a moka evaluation result of version 2; this moka reads version 1/,
+    );
   });
 
   it('names must match the run directories one to one and be distinct', async () => {

@@ -150,6 +150,20 @@ describe('reading', () => {
 });
 
 describe('validation errors', () => {
+  it('a tokenizer.json that is not UTF-8 is refused, not read with U+FFFD tokens', async () => {
+    const dir = join(root, 'latin1-tokenizer');
+    await writeTinyCheckpoint({ dir });
+    const bytes = await readFile(join(dir, 'tokenizer.json'));
+    // A vocabulary entry saved as Latin-1: one "e" of "<|begin_of_text|>" becomes the single byte 0xE9 ("é").
+    const at = bytes.indexOf('<|begin_of_text|>') + '<|b'.length;
+    expect(String.fromCharCode(bytes[at]!)).toBe('e');
+    bytes[at] = 0xe9;
+    await writeFile(join(dir, 'tokenizer.json'), bytes);
+    await expect(openCheckpoint(dir)).rejects.toThrow(
+      /latin1-tokenizer\/tokenizer\.json: the tokenizer is not valid UTF-8; re-download or fix it/,
+    );
+  });
+
   it('a tensor whose shape does not match config.json', async () => {
     const config = smallConfig();
     const dir = join(root, 'mismatch');

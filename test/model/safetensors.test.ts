@@ -42,7 +42,7 @@ async function handMade(
   return path;
 }
 
-const ALL_DTYPES = Object.keys(DTYPE_BYTES) as SafetensorsDtype[];
+const ALL_DTYPES = Object.keys(DTYPE_BYTES) as (keyof typeof DTYPE_BYTES)[];
 
 describe('round trip', () => {
   it('every dtype, plus 0-rank and empty tensors, reads back byte for byte', async () => {
@@ -71,7 +71,7 @@ describe('round trip', () => {
         expect(info.dtype).toBe(t.dtype);
         expect(info.shape).toEqual(t.shape);
         const raw = await f.readRaw(t.name);
-        expect(raw.byteLength).toBe(numElements(t.shape) * DTYPE_BYTES[t.dtype]);
+        expect(raw.byteLength).toBe(numElements(t.shape) * DTYPE_BYTES[t.dtype as keyof typeof DTYPE_BYTES]);
         expect(
           Buffer.from(raw).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
         ).toBe(true);
@@ -170,7 +170,56 @@ describe('header validation', () => {
       /notjson\.safetensors: the safetensors header is not valid JSON/,
     );
     const path2 = await handMade('notobject.safetensors', null, sixteen, '[1, 2]');
-    await expect(openSafetensors(path2)).rejects.toThrow(/does not start with "\{"/);
+    await expect(openSafetensors(path2)).rejects.toThrow(/header is not a JSON object/);
+    // serde_json refuses a byte-order mark; TextDecoder would strip it silently unless told not to.
+    const bom = await handMade('bom.safetensors', null, sixteen, `\ufeff${JSON.stringify(valid)}`);
+    await expect(openSafetensors(bom)).rejects.toThrow(
+      /bom\.safetensors: the safetensors header is not valid JSON/,
+    );
+  });
+
+  // Each header the reference reader (huggingface/safetensors read_metadata + Metadata::validate) accepts.
+  it('accepts what the reference reader accepts', async () => {
+    const accepted: [string, unknown, string | undefined, Uint8Array][] = [
+      // HashMetadata.metadata is an Option: null is the same as absent.
+      ['meta-null', { __metadata__: null, ...valid }, undefined, sixteen],
+      // serde_json skips whitespace before the object (the reference has no "starts with {" check).
+      ['leading-space', null, `  \n${JSON.stringify(valid)}`, sixteen],
+      // Unknown fields in an entry are ignored (TensorInfo has no deny_unknown_fields).
+      ['extra-field', { w: { ...valid.w, extra: [1] } }, undefined, sixteen],
+      // Every dtype of the reference's Dtype enum, including FP8 variants, complex and sub-byte ones.
+      [
+        'new-dtypes',
+        {
+          a: { dtype: 'F8_E8M0', shape: [2], data_offsets: [0, 2] },
+          b: { dtype: 'F8_E4M3FNUZ', shape: [1], data_offsets: [2, 3] },
+          c: { dtype: 'F4', shape: [2, 3], data_offsets: [3, 6] },
+          d: { dtype: 'F6_E2M3', shape: [4], data_offsets: [6, 9] },
+          e: { dtype: 'C64', shape: [1], data_offsets: [9, 17] },
+        },
+        undefined,
+        new Uint8Array(17),
+      ],
+    ];
+    for (const [name, header, text, data] of accepted) {
+      const f = await openSafetensors(await handMade(`${name}.safetensors`, header, data, text));
+      expect(f.metadata, name).toEqual({});
+      await f.close();
+    }
+    const f = await openSafetensors(join(dir, 'new-dtypes.safetensors'));
+    expect(f.info('c')).toMatchObject({ dtype: 'F4', byteLength: 3 });
+    expect(f.info('d')).toMatchObject({ dtype: 'F6_E2M3', byteLength: 3 });
+    await expect(f.readFloat32('a')).rejects.toThrow(/tensor "a" has dtype F8_E8M0; only F32, F16, BF16/);
+    await f.close();
+    // The reference's MisalignedSlice: sub-byte elements that leave a partial byte.
+    const odd = await handMade(
+      'f4-odd.safetensors',
+      { c: { dtype: 'F4', shape: [3], data_offsets: [0, 2] } },
+      new Uint8Array(2),
+    );
+    await expect(openSafetensors(odd)).rejects.toThrow(
+      /tensor "c": 3 elements of F4 \(12 bits\) do not fill whole bytes/,
+    );
   });
 
   it('a truncated file (data offsets past the end)', async () => {
@@ -221,7 +270,7 @@ describe('header validation', () => {
     const cases: [unknown, RegExp][] = [
       [
         { w: { dtype: 'F31', shape: [4], data_offsets: [0, 16] } },
-        /tensor "w": unknown dtype "F31".*moka reads F64, F32/,
+        /tensor "w": unknown dtype "F31".*safetensors dtypes are F64, F32/,
       ],
       [{ w: { dtype: 'F32', shape: [-4], data_offsets: [0, 16] } }, /tensor "w": shape \[-4\] is not a list/],
       [

@@ -5,7 +5,8 @@ import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeTinyCheckpoint, tinyTensorValues } from '../../lib/model/tiny-checkpoint.ts';
-import { openCheckpoint } from '../../lib/model/checkpoint.ts';
+import { openCheckpoint, writeCheckpoint, type CheckpointTensorInput } from '../../lib/model/checkpoint.ts';
+import { loadModelWeights } from '../../lib/model/model-weights.ts';
 import { openSafetensors } from '../../lib/model/safetensors.ts';
 import { quantizeCheckpoint, SUMMARY_FILE } from '../../lib/quant/quantize-checkpoint.ts';
 import { dequantizeCheckpoint } from '../../lib/quant/dequantize-checkpoint.ts';
@@ -206,6 +207,41 @@ describe('quantizeCheckpoint (int4, sharded, tied)', () => {
     expect(s.layers.map((l) => l.name)).toContain('lm_head.weight');
     const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'));
     expect(config.quantization_config.llm_int8_skip_modules).toEqual([]);
+  });
+
+  // tie_word_embeddings decides what the head is, not whether a file happens to hold an lm_head.weight.
+  it('a tied model that ships an lm_head.weight copy: --quantize-lm-head is refused, the copy is never loaded', async () => {
+    const src = await openCheckpoint(sharded);
+    const tensors = new Map<string, CheckpointTensorInput>();
+    for (const n of src.tensorNames()) {
+      tensors.set(n, { dtype: 'F32', shape: [...src.info(n).shape], data: await src.readFloat32(n) });
+    }
+    const embed = src.info('model.embed_tokens.weight');
+    // A head that differs from the embedding: were it used, logits would change.
+    tensors.set('lm_head.weight', {
+      dtype: 'F32',
+      shape: [...embed.shape],
+      data: new Float32Array(512 * 64).fill(3),
+    });
+    const withCopy = join(root, 'tied-with-head');
+    await writeCheckpoint(withCopy, { config: src.config.raw, tensors, tokenizerJson: src.tokenizerJson });
+    await src.close();
+
+    const out = join(root, 'tied-head-q');
+    const err = await rejects(
+      quantizeCheckpoint({ modelDir: withCopy, outDir: out, format: 'nf4', quantizeLmHead: true }),
+    );
+    expect(isUserError(err)).toBe(true);
+    expect(err.message).toMatch(
+      /--quantize-lm-head: .*ties the output head to the input embedding \(tie_word_embeddings: true\).*lm_head\.weight in the files is an unused copy/,
+    );
+    expect(await siblings('tied-head-q')).toEqual([]);
+    // Further variant: loading the model for generate/score/train does not read (or hold) the unused copy.
+    const ckpt = await openCheckpoint(withCopy);
+    const weights = await loadModelWeights(ckpt);
+    expect(weights.has('lm_head.weight')).toBe(false);
+    expect(weights.has('model.embed_tokens.weight')).toBe(true);
+    await ckpt.close();
   });
 });
 

@@ -24,6 +24,52 @@ function write(name: string, text: string): string {
 }
 
 describe('reading dataset files', () => {
+  it('counts records with bytes that are not UTF-8 as bad, with their line; real U+FFFD text is kept', async () => {
+    const rec = (output: string) => Buffer.from(`${JSON.stringify({ instruction: 'i', output })}\n`);
+    const dir = join(root, `case-${fileNo++}`);
+    mkdirSync(dir);
+    const lines = join(dir, 'data.jsonl');
+    // Line 2 holds a lone 0xFF byte (Latin-1 "ÿ" saved without converting); line 3 a properly encoded U+FFFD.
+    writeFileSync(
+      lines,
+      Buffer.concat([
+        rec('fine'),
+        Buffer.from('{"instruction": "i", "output": "caf\xe9 \xff"}\n', 'latin1'),
+        rec('\ufffd ok'),
+      ]),
+    );
+    const a = await readDatasetRecords(lines);
+    expect(a.records.map((r) => (r as { output: string }).output)).toEqual(['fine', '\ufffd ok']);
+    expect(a.bad).toEqual([
+      {
+        file: lines,
+        line: 2,
+        reason: 'invalid UTF-8 on line 2 (bytes that are not UTF-8 text); save the file as UTF-8',
+      },
+    ]);
+    // Further variant: a pretty-printed JSON array, the bad byte on the third line of a record starting at line 5.
+    const array = join(dir, 'data.json');
+    writeFileSync(
+      array,
+      Buffer.concat([
+        Buffer.from(
+          '[\n  {"instruction": "i",\n   "output": "o"},\n\n  {"instruction": "i",\n   "input": "x",\n   "output": "',
+        ),
+        Buffer.from([0xc3, 0x28]), // a 2-byte lead followed by a non-continuation byte
+        Buffer.from('"}\n]\n'),
+      ]),
+    );
+    const b = await readDatasetRecords(array);
+    expect(b.records).toHaveLength(1);
+    expect(b.bad).toEqual([
+      {
+        file: array,
+        line: 5,
+        reason: 'invalid UTF-8 on line 7 (bytes that are not UTF-8 text); save the file as UTF-8',
+      },
+    ]);
+  });
+
   it('reads a JSON array and reports each bad element with its line', async () => {
     const path = write(
       'data.json',

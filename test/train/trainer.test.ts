@@ -194,9 +194,13 @@ describe('trainer', () => {
 
   it('resume: false refuses a directory with checkpoints; resume: true needs one', async () => {
     const dir = newDir();
-    await fixtureRun({ outputDir: dir, config: { maxSteps: 2, checkpointEvery: 2 } });
+    await fixtureRun({ outputDir: dir, config: { maxSteps: 2, warmupSteps: 1, checkpointEvery: 2 } });
     await expect(
-      fixtureRun({ outputDir: dir, resume: false, config: { maxSteps: 2, checkpointEvery: 2 } }),
+      fixtureRun({
+        outputDir: dir,
+        resume: false,
+        config: { maxSteps: 2, warmupSteps: 1, checkpointEvery: 2 },
+      }),
     ).rejects.toThrow(/already holds 1 checkpoint\(s\) of this run \(newest: step 2\); pass --resume/);
     await expect(fixtureRun({ outputDir: newDir(), resume: true })).rejects.toThrow(/no complete checkpoint/);
   });

@@ -110,8 +110,19 @@ describe('preparing training data', () => {
         warn,
       }),
     ).rejects.toThrow(
-      /the training split is empty after tokenization: 3 records, 0 longer than maxLength 2, 3 without/,
+      /the training split is empty after tokenization: of its 3 records, 0 are longer than maxLength 2 and 3 have no/,
     );
+    // With a held-out split, the counts are the training split's own (not train + eval).
+    const allLong = join(root, 'all-long.jsonl');
+    writeFileSync(allLong, `${JSON.stringify({ instruction: 'long answer', output: long })}\n`.repeat(10));
+    await expect(
+      prepareTrainingData({
+        train: allLong,
+        tokenizer: tok,
+        config: parseTrainConfig({ ...base, evalFraction: 0.05, evalRecords: 2, truncation: 'drop' }),
+        warn,
+      }),
+    ).rejects.toThrow(/of its 8 records, 8 are longer than maxLength 48 and 0 have no response token/);
   });
 
   it('fails on malformed files above the bad-record threshold and skips a few below it', async () => {
