@@ -17,7 +17,7 @@ import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { openSafetensors, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { parseAdapterConfig, type AdapterConfig } from './adapter-config.ts';
 import {
   createAdapterRuntime,

@@ -22,7 +22,7 @@ import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
 import { loadAdaptedModel } from '../adapters/adapted-model.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE } from '../adapters/adapter-files.ts';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import type { LlamaModel } from '../model/llama-model.ts';
 import { quantFormatOf } from '../quant/quantized-checkpoint.ts';
 import { SharedContextScorer } from '../model/shared-context-scoring.ts';

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { accuracyChart, gateChart, lossChart, renderSvg } from './charts.ts';
 import { renderHtml } from './report-html.ts';
 import { renderMarkdown } from './report-markdown.ts';

@@ -10,11 +10,11 @@
  * removes any `config.json` before it starts: a directory without `config.json` is incomplete, and
  * `openCheckpoint` says so.
  */
-import { open, readdir, rename, rm, stat, readFile } from 'node:fs/promises';
+import { readdir, rm, stat, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { UserError, withFsPath } from '../errors.ts';
+import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
-import { removeOnInterrupt, tempPathFor } from '../output-cleanup.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import {
   PROJECTION_NAMES,
   parseLlamaConfig,
@@ -533,31 +533,6 @@ export async function openCheckpoint(dir: string, opts: OpenCheckpointOptions = 
   } catch (err) {
     await Promise.all([...files.values()].map((f) => f.close()));
     throw err;
-  }
-}
-
-/**
- * Writes `text` to `path` via a temporary file (`<path>.tmp-<pid>`) and a rename, flushed first, so `path` is
- * never partial; the temporary file is removed on any error and on SIGINT/SIGTERM/SIGHUP (lib/output-cleanup.ts).
- * Filesystem errors carry the path they concern.
- */
-export async function writeFileAtomic(path: string, text: string | Uint8Array): Promise<void> {
-  const tmp = tempPathFor(path);
-  const unregister = removeOnInterrupt(tmp);
-  try {
-    const fh = await open(tmp, 'w');
-    try {
-      await fh.writeFile(text);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw withFsPath(err, tmp);
-  } finally {
-    unregister();
   }
 }
 

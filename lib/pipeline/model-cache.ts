@@ -9,7 +9,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import type { RunConfig } from './run-config.ts';
 import { COMPLETE_MARKER, openStore, type OpenStoreOptions } from './store/index.ts';
 import { UserError } from '../errors.ts';

@@ -26,9 +26,9 @@ import {
   shardFileName,
   planShards,
   validateLlamaTensors,
-  writeFileAtomic,
   type Checkpoint,
 } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { decodeFloat32, isFloatDtype, type SafetensorsDtype } from '../model/dtype-convert.ts';
 import { SafetensorsWriter, type TensorSpec } from '../model/safetensors.ts';
 import { beginAtomicOutputDir, type AtomicOutputDir } from './atomic-output-dir.ts';

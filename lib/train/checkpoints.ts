@@ -18,7 +18,7 @@ import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { SafetensorsFile, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import type { TrainableSpec } from './step-program.ts';
 

@@ -23,7 +23,7 @@ import { createAdapterRuntime, type AdapterRuntime } from '../adapters/adapter-r
 import { loadAdapter, saveAdapter } from '../adapters/adapter-files.ts';
 import { resolveTargets } from '../adapters/targets.ts';
 import { baseModelFingerprint } from '../model/base-identity.ts';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { parseWallClock, wallClockNow } from '../model/chat-template.ts';
 import { openFrozenBase, type FrozenBase } from '../quant/frozen-base.ts';
 import { createLlamaStepProgram } from './llama-step-program.ts';

@@ -19,7 +19,7 @@ import { UserError, isUserError } from '../errors.ts';
 import { makeDirs } from '../make-dirs.ts';
 import { CLEANUP_SIGNALS, removeStaleTempFiles } from '../output-cleanup.ts';
 import { fnv1a } from '../engine/random.ts';
-import { writeFileAtomic } from '../model/checkpoint.ts';
+import { writeFileAtomic } from '../atomic-write.ts';
 import { AdamW } from './adamw.ts';
 import {
   CHECKPOINT_FORMAT_VERSION,

@@ -9,9 +9,9 @@ import {
   expectedTensorShapes,
   openCheckpoint,
   writeCheckpoint,
-  writeFileAtomic,
   type CheckpointTensorInput,
 } from '../../lib/model/checkpoint.ts';
+import { writeFileAtomic } from '../../lib/atomic-write.ts';
 import { parseLlamaConfig } from '../../lib/model/config.ts';
 import { decodeFloat32, encodeFloat32 } from '../../lib/model/dtype-convert.ts';
 import { writeSafetensors, type SafetensorsTensor } from '../../lib/model/safetensors.ts';

@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UserError } from '../../errors.ts';
-import { writeFileAtomic } from '../../model/checkpoint.ts';
+import { writeFileAtomic } from '../../atomic-write.ts';
 import { checkKey, type ArtifactStore, type ByteRange, type StoredObject } from './artifact-store.ts';
 
 /** `file:///abs`, `file://rel` (taken as a path) or a plain path → an absolute path. */
