@@ -21,7 +21,8 @@ const cleanups = new Set<() => void>();
 let installed = false;
 
 function onSignal(signal: NodeJS.Signals): void {
-  // Another listener (the trainer's clean stop) owns this signal and decides when the process ends.
+  // Another listener (the trainer's clean stop, `moka stage`) owns this signal and decides when the process ends.
+  // Owners must listen with process.on: a process.once listener is removed before it runs, so it is not counted.
   if (process.listenerCount(signal) > 1) return;
   runCleanups();
   uninstall();

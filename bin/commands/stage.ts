@@ -34,8 +34,10 @@ export function registerStage(program: Command): void {
       }
       const stop = new AbortController();
       const onSignal = () => stop.abort();
-      process.once('SIGTERM', onSignal);
-      process.once('SIGINT', onSignal);
+      // `on`, not `once`: a once-listener is removed before it runs, so lib/output-cleanup.ts would then see no
+      // other owner of the signal and end the process by the signal (no checkpoint, no exit 143).
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
       try {
         const out = await STAGES[stage as StageName]({
           runUri: opts.run,
