@@ -22,7 +22,8 @@ import type { Tokenizer } from './tokenizer.ts';
 /** Prompt tokens decoded before the first new one: enough for a leading space or a character's first bytes. */
 const PROMPT_CONTEXT_TOKENS = 6;
 
-function commonPrefixLength(a: string, b: string): number {
+/** The length of the longest common prefix of `a` and `b`, in UTF-16 code units. */
+export function commonPrefixLength(a: string, b: string): number {
   const n = Math.min(a.length, b.length);
   let i = 0;
   while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;

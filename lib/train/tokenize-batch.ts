@@ -20,6 +20,7 @@
 import { UserError, isUserError } from '../errors.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import type { ChatMessage } from '../model/chat-template.ts';
+import { commonPrefixLength } from '../model/stop-strings.ts';
 import type { DatasetRecord, RecordSource } from './datasets.ts';
 import { seededPermutation, streamSeed } from './datasets.ts';
 import { defaultTemplateFor, renderPrompt, type PromptTemplateName } from './prompt-templates.ts';
@@ -76,13 +77,6 @@ function instructionSegments(
     { ids: tok.encodePrompt(prompt), target: false },
     { ids: [...tok.encode(record.output, { addSpecialTokens: false }), eosOf(tok)], target: true },
   ];
-}
-
-function commonPrefixLength(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
-  return i;
 }
 
 /**
