@@ -222,31 +222,26 @@ async function resume(t: ScaleTask): Promise<Record<string, unknown>> {
       });
     const adapter = parseAdapterConfig({ type: 'moka', targetModules: 'all-linear' });
     const outputDir = join(work, 'run');
-    const quiet = { warn: () => undefined, handleSignals: false };
     // The run is planned for steps + 1 and stopped after the checkpoint of step `steps` (maxSteps is part of
     // the run's fingerprint, so the resumed run must ask for the same).
+    const run = {
+      modelDir: t.dir,
+      train: [data],
+      outputDir,
+      training: training(steps + 1),
+      adapter,
+      warn: () => undefined,
+      handleSignals: false,
+    };
     const stop = new AbortController();
     const t0 = performance.now();
     const first = await runTraining({
-      modelDir: t.dir,
-      train: [data],
-      outputDir,
-      training: training(steps + 1),
-      adapter,
+      ...run,
       stopSignal: stop.signal,
       checkpointHooks: { afterFile: (step) => void (step >= steps && stop.abort()) },
-      ...quiet,
     });
     const t1 = performance.now();
-    const second = await runTraining({
-      modelDir: t.dir,
-      train: [data],
-      outputDir,
-      training: training(steps + 1),
-      adapter,
-      resume: true,
-      ...quiet,
-    });
+    const second = await runTraining({ ...run, resume: true });
     const t2 = performance.now();
     return {
       steps: first.step,

@@ -175,28 +175,23 @@ async function run(): Promise<BenchEntry[]> {
     for (const t of tasks) {
       const list = byTask.get(t.key)!;
       const xs = list.map((p) => p.layers);
-      entries.push({
-        name: `scale.llama2_7b.nf4.${t.key}.rss_per_layer`,
-        value: round(
-          slope(
-            xs,
-            list.map((p) => p.rss),
+      const perLayer = [
+        ['rss', 'MB/layer', `${MB} over ${xs.join(', ')} layers (packed NF4 layer: 104 MB)`],
+        ['ms', 'ms/layer', `the time over ${xs.join(', ')} layers`],
+      ] as const;
+      for (const [key, unit, over] of perLayer) {
+        entries.push({
+          name: `scale.llama2_7b.nf4.${t.key}.${key}_per_layer`,
+          value: round(
+            slope(
+              xs,
+              list.map((p) => p[key]),
+            ),
           ),
-        ),
-        unit: 'MB/layer',
-        notes: `${t.what}: least-squares slope of ${MB} over ${xs.join(', ')} layers (packed NF4 layer: 104 MB)`,
-      });
-      entries.push({
-        name: `scale.llama2_7b.nf4.${t.key}.ms_per_layer`,
-        value: round(
-          slope(
-            xs,
-            list.map((p) => p.ms),
-          ),
-        ),
-        unit: 'ms/layer',
-        notes: `${t.what}: least-squares slope of the time over ${xs.join(', ')} layers`,
-      });
+          unit,
+          notes: `${t.what}: least-squares slope of ${over}`,
+        });
+      }
     }
   }
 
