@@ -4,7 +4,6 @@
  * ENOTDIR. This walks up only as far as needed, once, and lets the errno error (with its path) reach the caller,
  * where `userErrorFromFs` turns it into one line.
  */
-import { mkdirSync, statSync } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -33,26 +32,5 @@ export async function makeDirs(path: string): Promise<void> {
     await mkdir(path).catch(async (again: NodeJS.ErrnoException) => {
       if (again.code !== 'EEXIST' || !(await stat(path)).isDirectory()) throw again;
     });
-  }
-}
-
-/** The synchronous form of `makeDirs`. */
-export function makeDirsSync(path: string): void {
-  try {
-    mkdirSync(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') {
-      if (!statSync(path).isDirectory()) throw notADirectory(path);
-      return;
-    }
-    const parent = dirname(path);
-    if (code !== 'ENOENT' || parent === path) throw err;
-    makeDirsSync(parent);
-    try {
-      mkdirSync(path);
-    } catch (again) {
-      if ((again as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(path).isDirectory()) throw again;
-    }
   }
 }

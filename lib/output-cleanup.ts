@@ -88,7 +88,7 @@ export function tempPathFor(path: string): string {
 }
 
 /** True when a process with this id exists (EPERM: it exists but belongs to another user). */
-export function processAlive(pid: number): boolean {
+function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -100,7 +100,7 @@ export function processAlive(pid: number): boolean {
 const STALE = /\.(tmp|old)-(\d+)$/;
 
 /** The pid in a `.tmp-<pid>` / `.old-<pid>` name when that process is gone (and is not us), else null. */
-export function stalePid(name: string): number | null {
+function stalePid(name: string): number | null {
   const m = STALE.exec(name);
   if (!m) return null;
   const pid = Number(m[2]);

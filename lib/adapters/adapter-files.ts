@@ -32,7 +32,7 @@ const FORMAT = 'moka-adapter';
 const PREFIX = 'base_model.model.';
 
 /** The adapter_config.json format versions this moka reads (and the one it writes). */
-export const ADAPTER_FORMAT_VERSION = 1;
+const ADAPTER_FORMAT_VERSION = 1;
 
 export interface SavedAdapterInfo {
   /** Base model id or path, for the user's reference. */

@@ -17,7 +17,7 @@ export interface SamplingOptions {
 const NEGLIGIBLE = 40;
 
 /** transformers' GenerationConfig.top_k: sampling keeps the 50 most likely tokens unless told otherwise. */
-export const DEFAULT_TOP_K = 50;
+const DEFAULT_TOP_K = 50;
 
 /** Index of the largest value (the first one on ties, like torch.argmax). */
 export function argmax(values: ArrayLike<number>): number {

@@ -133,7 +133,7 @@ export function tinyTensorValues(seed: number, name: string, shape: readonly num
 }
 
 /** A generated tensor is one Float32Array in memory; beyond this it is not a tiny model (1 GiB of float32). */
-export const MAX_TINY_TENSOR_ELEMENTS = 2 ** 28;
+const MAX_TINY_TENSOR_ELEMENTS = 2 ** 28;
 
 /**
  * Writes a tiny checkpoint; refuses a non-empty directory unless `force`. A directory this call created (or found

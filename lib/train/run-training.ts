@@ -87,7 +87,7 @@ const RUN_CONFIG_FILE = 'train-config.json';
  * The chat-template clock of a run (see the module comment): the one train-config.json recorded when the run
  * directory holds one (a resume continues with it), else `now`'s local time.
  */
-export async function runChatClock(outputDir: string, now: Date = new Date()): Promise<string> {
+async function runChatClock(outputDir: string, now: Date = new Date()): Promise<string> {
   const path = join(outputDir, RUN_CONFIG_FILE);
   let text: string;
   try {

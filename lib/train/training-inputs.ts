@@ -16,7 +16,7 @@ import {
 import { TRAIN_CONFIG_FIELDS, checkTrainConfig, parseTrainConfig, type TrainConfig } from './train-config.ts';
 
 /** The sections of a run-style config file. */
-export const CONFIG_FILE_SECTIONS = ['training', 'adapter'] as const;
+const CONFIG_FILE_SECTIONS = ['training', 'adapter'] as const;
 
 export interface TrainingOverride {
   /** How the user wrote it, for messages: "--set maxSteps=abc", "--learning-rate -1". */
