@@ -285,8 +285,8 @@ export class Checkpoint {
   /** The tensor as float32 (checked like `readRaw`). */
   async readFloat32(name: string): Promise<Float32Array> {
     const info = this.info(name);
-    const bytes = await this.readRaw(name);
     if (!isFloatDtype(info.dtype)) return this.file(name).readFloat32(name); // its error names the dtype
+    const bytes = await this.readRaw(name);
     // readRaw's buffer is fresh and ours: view F32 in place instead of copying a possibly huge tensor.
     if (info.dtype === 'F32') return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
     return decodeFloat32(info.dtype, bytes);
