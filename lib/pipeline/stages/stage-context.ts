@@ -4,7 +4,7 @@
  * `moka stage`, the container and the local runner all run the same code.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../../errors.ts';
@@ -15,6 +15,7 @@ import {
   COMPLETE_MARKER,
   localPathOfUri,
   openStore,
+  pathExists,
   readJson,
   splitUri,
   type ArtifactStore,
@@ -112,7 +113,7 @@ export class StageContext {
       name,
     );
     const marker = `${dest}.${COMPLETE_MARKER}`;
-    if (await exists(marker)) return dest;
+    if (await pathExists(marker)) return dest;
     const store = this.storeFor(parent);
     await rm(dest, { recursive: true, force: true });
     if (await store.exists(name)) {
@@ -174,14 +175,5 @@ export class StageContext {
       }).catch(() => {});
       throw err;
     }
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -20,6 +20,16 @@ export function localPathOfUri(uri: string): string {
   return resolve(uri);
 }
 
+/** True when a local file or folder exists at `path`. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function copyAtomic(from: string, to: string): Promise<void> {
   await mkdir(dirname(to), { recursive: true });
   const tmp = tempPathFor(to);
@@ -67,12 +77,7 @@ export class FileStore implements ArtifactStore {
   }
 
   async exists(key: string): Promise<boolean> {
-    try {
-      await stat(this.path(key));
-      return true;
-    } catch {
-      return false;
-    }
+    return pathExists(this.path(key));
   }
 
   async readText(key: string): Promise<string | null> {
