@@ -79,13 +79,14 @@ export class StageContext {
   /** Opens the run and reads its config.json (written by the validate step). */
   static async open(opts: StageOptions): Promise<StageContext> {
     const loc = openRun(opts.runUri, opts.storeOptions);
-    const raw = await readJson<unknown>(loc.store, runKeys(loc.runId).config);
+    const configKey = runKeys(loc.runId).config;
+    const raw = await readJson<unknown>(loc.store, configKey);
     if (raw === null) {
       throw new UserError(
-        `${loc.store.uriOf(runKeys(loc.runId).config)} does not exist: the run was not validated (start it with moka run)`,
+        `${loc.store.uriOf(configKey)} does not exist: the run was not validated (start it with moka run)`,
       );
     }
-    return new StageContext(opts, parseRunConfig(raw, loc.store.uriOf(runKeys(loc.runId).config)), loc);
+    return new StageContext(opts, parseRunConfig(raw, loc.store.uriOf(configKey)), loc);
   }
 
   /** The store holding an arbitrary URI's folder or object. */
