@@ -26,6 +26,18 @@ const SERVICE_OF_TYPE: Record<string, string> = {
   'AWS::IAM::Role': 'iam',
 };
 
+/** The account and region placeholder ARNs use where a stack's own are unresolved (and the local stacks' env). */
+export const PLACEHOLDER_ENV = { account: '123456789012', region: 'us-east-1' };
+
+/** The stack's account and region, each PLACEHOLDER_ENV's where the stack leaves it an unresolved token. */
+export function placeholderEnv(stack: Stack): { account: string; region: string } {
+  const known = (v: string) => (v && !v.startsWith('${') ? v : undefined);
+  return {
+    account: known(stack.account) ?? PLACEHOLDER_ENV.account,
+    region: known(stack.region) ?? PLACEHOLDER_ENV.region,
+  };
+}
+
 /** The state machine's ASL as a plain object. Throws when the stack holds no state machine or several. */
 export function extractStateMachineDefinition(stack: Stack): Record<string, unknown> {
   const template = Template.fromStack(stack).toJSON() as {
@@ -39,11 +51,11 @@ export function extractStateMachineDefinition(stack: Stack): Record<string, unkn
       `extractStateMachineDefinition: expected one state machine in ${stack.stackName}, found ${machines.length}`,
     );
   }
-  const env = {
-    account: stack.account && !stack.account.startsWith('${') ? stack.account : '123456789012',
-    region: stack.region && !stack.region.startsWith('${') ? stack.region : 'us-east-1',
-  };
-  const resolved = resolveIntrinsics(machines[0]![1].Properties!.DefinitionString, template.Resources, env);
+  const resolved = resolveIntrinsics(
+    machines[0]![1].Properties!.DefinitionString,
+    template.Resources,
+    placeholderEnv(stack),
+  );
   if (typeof resolved !== 'string')
     throw new Error('extractStateMachineDefinition: DefinitionString did not resolve to a string');
   return JSON.parse(resolved) as Record<string, unknown>;

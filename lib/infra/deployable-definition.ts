@@ -8,12 +8,9 @@
 import { App, CfnResource, Stack } from 'aws-cdk-lib';
 import type { CfnStateMachine } from 'aws-cdk-lib/aws-stepfunctions';
 import type { IConstruct } from 'constructs';
-import { resolveIntrinsics } from './asl.ts';
+import { PLACEHOLDER_ENV, placeholderEnv, resolveIntrinsics } from './asl.ts';
 import { MokaPipelineStack } from './moka-pipeline-stack.ts';
 import { parseStackOptions } from './stack-options.ts';
-
-/** The fixed environment of the in-memory stack (placeholder ARNs use it). */
-export const DEPLOYABLE_LOCAL_ENV = { account: '123456789012', region: 'us-east-1' };
 
 /** Every CloudFormation resource of a stack, by logical id (what resolveIntrinsics needs to name placeholders). */
 function resourceTypes(stack: Stack): Record<string, { Type: string }> {
@@ -29,11 +26,11 @@ function resourceTypes(stack: Stack): Record<string, { Type: string }> {
 /** The ASL of a MokaPipelineStack's state machine, intrinsics resolved to placeholders. */
 export function stackStateMachineDefinition(stack: MokaPipelineStack): Record<string, unknown> {
   const cfn = stack.pipeline.stateMachine.node.defaultChild as CfnStateMachine;
-  const env = {
-    account: Stack.of(stack).account.startsWith('${') ? DEPLOYABLE_LOCAL_ENV.account : stack.account,
-    region: Stack.of(stack).region.startsWith('${') ? DEPLOYABLE_LOCAL_ENV.region : stack.region,
-  };
-  const text = resolveIntrinsics(stack.resolve(cfn.definitionString), resourceTypes(stack), env);
+  const text = resolveIntrinsics(
+    stack.resolve(cfn.definitionString),
+    resourceTypes(stack),
+    placeholderEnv(stack),
+  );
   if (typeof text !== 'string')
     throw new Error('stackStateMachineDefinition: the definition did not resolve to a string');
   return JSON.parse(text) as Record<string, unknown>;
@@ -49,7 +46,7 @@ export function deployablePipelineDefinition(
   const app = new App({ context: { 'aws:cdk:bundling-stacks': [], 'aws:cdk:disable-asset-staging': true } });
   const stack = new MokaPipelineStack(app, 'MokaPipelineLocal', {
     options: parseStackOptions(context),
-    env: DEPLOYABLE_LOCAL_ENV,
+    env: PLACEHOLDER_ENV,
   });
   return stackStateMachineDefinition(stack);
 }

@@ -14,6 +14,7 @@ import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
 import type { Construct } from 'constructs';
 import { fileURLToPath } from 'node:url';
 import { STAGE_NAMES, type StageName } from '../pipeline/state-names.ts';
+import { PLACEHOLDER_ENV } from './asl.ts';
 import { PipelineStateMachine } from './pipeline-state-machine.ts';
 
 export interface PipelineStackProps extends StackProps {
@@ -22,14 +23,11 @@ export interface PipelineStackProps extends StackProps {
   readonly variantConcurrency?: number;
 }
 
-/** The fixed environment of the local stack (placeholder ARNs use it). */
-export const LOCAL_ENV = { account: '123456789012', region: 'us-east-1' };
-
 export class PipelineStack extends Stack {
   public readonly pipeline: PipelineStateMachine;
 
   constructor(scope: Construct, id: string, props: PipelineStackProps = {}) {
-    super(scope, id, { env: LOCAL_ENV, ...props });
+    super(scope, id, { env: PLACEHOLDER_ENV, ...props });
     const arn = (resource: string) => this.formatArn({ service: 'batch', resource, arnFormat: undefined });
     const jobQueue = batch.JobQueue.fromJobQueueArn(this, 'JobQueue', arn('job-queue/moka-local'));
     const jobDefinitions = Object.fromEntries(

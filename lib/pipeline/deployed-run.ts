@@ -440,8 +440,9 @@ export async function fetchDeployedRun(
   for (const f of folders) {
     if (!(await isComplete(store, f))) continue;
     onFolder?.(f);
-    await getDir(store, f, join(outDir, ...f.split('/')));
-    done.push(join(outDir, ...f.split('/')));
+    const local = join(outDir, ...f.split('/'));
+    await getDir(store, f, local);
+    done.push(local);
   }
   if (done.length === 0) {
     throw new UserError(

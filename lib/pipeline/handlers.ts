@@ -9,7 +9,6 @@
  * - `finalizeRun`: the last state on both paths. Records SUCCEEDED, or FAILED with the caught error, in
  *   status.json and returns the execution's output summary (adapter and report URIs, metrics).
  */
-import { stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UserError, isUserError } from '../errors.ts';
@@ -33,6 +32,7 @@ import {
   joinKey,
   localPathOfUri,
   openStore,
+  pathExists,
   readJson,
   splitUri,
   writeJson,
@@ -98,14 +98,7 @@ async function readInput(input: unknown, deps: PipelineDeps): Promise<{ raw: unk
 
 /** True when `uri` names an existing file or folder (an object or a non-empty prefix on S3). */
 async function uriExists(uri: string, deps: PipelineDeps): Promise<boolean> {
-  if (!uri.startsWith('s3://')) {
-    try {
-      await stat(localPathOfUri(uri));
-      return true;
-    } catch {
-      return false;
-    }
-  }
+  if (!uri.startsWith('s3://')) return pathExists(localPathOfUri(uri));
   const [parent, name] = splitUri(uri);
   const store = openStore(parent, deps.storeOptions);
   return (await store.exists(name)) || (await store.list(name)).length > 0;

@@ -4,7 +4,7 @@
  * `moka stage`, the container and the local runner all run the same code.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../../errors.ts';
@@ -15,6 +15,7 @@ import {
   COMPLETE_MARKER,
   localPathOfUri,
   openStore,
+  pathExists,
   readJson,
   splitUri,
   type ArtifactStore,
@@ -78,13 +79,14 @@ export class StageContext {
   /** Opens the run and reads its config.json (written by the validate step). */
   static async open(opts: StageOptions): Promise<StageContext> {
     const loc = openRun(opts.runUri, opts.storeOptions);
-    const raw = await readJson<unknown>(loc.store, runKeys(loc.runId).config);
+    const configKey = runKeys(loc.runId).config;
+    const raw = await readJson<unknown>(loc.store, configKey);
     if (raw === null) {
       throw new UserError(
-        `${loc.store.uriOf(runKeys(loc.runId).config)} does not exist: the run was not validated (start it with moka run)`,
+        `${loc.store.uriOf(configKey)} does not exist: the run was not validated (start it with moka run)`,
       );
     }
-    return new StageContext(opts, parseRunConfig(raw, loc.store.uriOf(runKeys(loc.runId).config)), loc);
+    return new StageContext(opts, parseRunConfig(raw, loc.store.uriOf(configKey)), loc);
   }
 
   /** The store holding an arbitrary URI's folder or object. */
@@ -112,7 +114,7 @@ export class StageContext {
       name,
     );
     const marker = `${dest}.${COMPLETE_MARKER}`;
-    if (await exists(marker)) return dest;
+    if (await pathExists(marker)) return dest;
     const store = this.storeFor(parent);
     await rm(dest, { recursive: true, force: true });
     if (await store.exists(name)) {
@@ -174,14 +176,5 @@ export class StageContext {
       }).catch(() => {});
       throw err;
     }
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

@@ -2,14 +2,14 @@
  * The local-folder artifact store (`file://` URIs and plain paths). Objects are files under the root; writes go to
  * `<file>.tmp-<pid>` and are renamed into place, so a reader never sees half a file.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { access, constants, copyFile, mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UserError } from '../../errors.ts';
 import { writeFileAtomic } from '../../atomic-write.ts';
+import { tempPathFor } from '../../output-cleanup.ts';
 import { checkKey, type ArtifactStore, type ByteRange, type StoredObject } from './artifact-store.ts';
 
 /** `file:///abs`, `file://rel` (taken as a path) or a plain path → an absolute path. */
@@ -20,9 +20,19 @@ export function localPathOfUri(uri: string): string {
   return resolve(uri);
 }
 
+/** True when a local file or folder exists at `path`. */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function copyAtomic(from: string, to: string): Promise<void> {
   await mkdir(dirname(to), { recursive: true });
-  const tmp = `${to}.tmp-${process.pid}`;
+  const tmp = tempPathFor(to);
   try {
     await copyFile(from, tmp);
     await rename(tmp, to);
@@ -67,12 +77,7 @@ export class FileStore implements ArtifactStore {
   }
 
   async exists(key: string): Promise<boolean> {
-    try {
-      await stat(this.path(key));
-      return true;
-    } catch {
-      return false;
-    }
+    return pathExists(this.path(key));
   }
 
   async readText(key: string): Promise<string | null> {
@@ -151,18 +156,5 @@ export class FileStore implements ArtifactStore {
 
   async delete(key: string): Promise<void> {
     await rm(this.path(key), { recursive: true, force: true });
-  }
-}
-
-/** Streams a readable into a local file via temp + rename (shared by stores that download). */
-export async function streamToFileAtomic(source: Readable, localFile: string): Promise<void> {
-  await mkdir(dirname(localFile), { recursive: true });
-  const tmp = `${localFile}.tmp-${process.pid}`;
-  try {
-    await pipeline(source, createWriteStream(tmp));
-    await rename(tmp, localFile);
-  } catch (err) {
-    await rm(tmp, { force: true });
-    throw err;
   }
 }

@@ -28,7 +28,7 @@ export function childUri(uri: string, name: string): string {
 }
 
 export * from './artifact-store.ts';
-export { FileStore, localPathOfUri } from './file-store.ts';
+export { FileStore, localPathOfUri, pathExists } from './file-store.ts';
 export { S3Store, parseS3Uri, type S3StoreOptions } from './s3-store.ts';
 export { getDir, isComplete, listLocalFiles, markComplete, putDir, readJson, writeJson } from './folders.ts';
 export { isTransientError, withRetry, type RetryOptions } from './retry.ts';

@@ -24,6 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { UserError } from '../../errors.ts';
+import { tempPathFor } from '../../output-cleanup.ts';
 import { checkKey, type ArtifactStore, type ByteRange, type StoredObject } from './artifact-store.ts';
 import { withRetry, type RetryOptions } from './retry.ts';
 
@@ -188,7 +189,7 @@ export class S3Store implements ArtifactStore {
 
   async getFile(key: string, localFile: string): Promise<void> {
     await mkdir(dirname(localFile), { recursive: true });
-    const tmp = `${localFile}.tmp-${process.pid}`;
+    const tmp = tempPathFor(localFile);
     const fh = await open(tmp, 'w');
     let offset = 0;
     let total: number | null = null;
