@@ -38,6 +38,7 @@ import {
 } from './metrics.ts';
 import { multipleChoicePrompt, renderTemplate, selectShots, type MultipleChoicePrompt } from './prompts.ts';
 import type { TokenRequest } from './requests.ts';
+import { EVAL_RESULT_FORMAT, EVAL_RESULT_VERSION } from './run-data.ts';
 import { generateOutputs, tokenizeMultipleChoice, scoreMultipleChoice } from './scorers.ts';
 import type {
   GenerationDoc,
@@ -96,9 +97,6 @@ export interface EvalSummary {
   adapterDir: string | null;
   tasks: TaskResult[];
 }
-
-const RESULT_FORMAT = 'moka-eval';
-const RESULT_VERSION = 1;
 
 function checkInt(value: number | undefined, what: string, min: number): void {
   if (value !== undefined && (!Number.isInteger(value) || value < min)) {
@@ -332,8 +330,8 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
       const outcome = await prepared[k]!(progress);
       const file = join(opts.outDir, `${loaded.name}.json`);
       const doc = {
-        format: RESULT_FORMAT,
-        version: RESULT_VERSION,
+        format: EVAL_RESULT_FORMAT,
+        version: EVAL_RESULT_VERSION,
         task: loaded.name,
         title: t.title,
         protocol: t.protocol,
