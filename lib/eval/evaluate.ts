@@ -38,6 +38,7 @@ import {
 } from './metrics.ts';
 import { multipleChoicePrompt, renderTemplate, selectShots, type MultipleChoicePrompt } from './prompts.ts';
 import type { TokenRequest } from './requests.ts';
+import { formatScore } from './report-model.ts';
 import { EVAL_RESULT_FORMAT, EVAL_RESULT_VERSION } from './run-data.ts';
 import { generateOutputs, tokenizeMultipleChoice, scoreMultipleChoice } from './scorers.ts';
 import type {
@@ -366,13 +367,11 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
 
 /** The summary as a plain-text table (task, items, metrics with ± stderr) for a terminal. */
 export function formatEvalTable(summary: EvalSummary): string {
-  const fmt = (m: MetricValue) =>
-    `${(100 * m.value).toFixed(2)}${m.stderr === null ? '' : ` ± ${(100 * m.stderr).toFixed(2)}`}`;
   const rows = summary.tasks.map((t) => [
     t.task,
     String(t.items),
     Object.entries(t.metrics)
-      .map(([k, v]) => `${k} ${fmt(v)}`)
+      .map(([k, v]) => `${k} ${formatScore(v)}`)
       .join('  '),
   ]);
   const head = ['task', 'items', 'metrics (%)'];
