@@ -26,7 +26,7 @@ function plain(v: unknown): unknown {
 }
 
 /** Top-level column names of a Parquet file. */
-export async function parquetColumns(path: string): Promise<string[]> {
+async function parquetColumns(path: string): Promise<string[]> {
   const file = await asyncBufferFromFile(path);
   const schema = parquetSchema(await parquetMetadataAsync(file));
   return schema.children.map((c) => c.element.name);
