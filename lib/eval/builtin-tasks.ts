@@ -290,7 +290,7 @@ const mmlu: MultipleChoiceTask = {
 };
 
 /** LLM-Adapters' evaluation prompt (commonsense_evaluate.py generate_prompt, input empty), byte for byte. */
-export const LLM_ADAPTERS_EVAL_PROMPT =
+const LLM_ADAPTERS_EVAL_PROMPT =
   'Below is an instruction that describes a task. Write a response that appropriately completes the request. ' +
   '\n\n                ### Instruction:\n                {{instruction}}\n\n                ### Response:\n' +
   '                ';

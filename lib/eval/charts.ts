@@ -24,7 +24,7 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 }
 
 /** Points of the accuracy chart: adapter runs with parameters and an average. */
-export function accuracyPoints(data: ReportData) {
+function accuracyPoints(data: ReportData) {
   return data.runs
     .filter((r) => r.adapterType !== null && r.trainableParameters > 0 && r.average !== null)
     .map((r) => ({

@@ -9,11 +9,11 @@
  *   F/S/*.parquet                              the Hub's parquet conversion (`refs/convert/parquet`: `S/0000.parquet`)
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { extname, join, relative } from 'node:path';
+import { extname, join } from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 import { UserError } from '../errors.ts';
 import { invalidUtf8Lines } from '../train/datasets.ts';
-import type { DataRecord, TaskSource } from './task-definition.ts';
+import { fieldAt, type DataRecord, type TaskSource } from './task-definition.ts';
 
 /** JSON values as hyparquet returns them, with 64-bit integers (bigint) made numbers. */
 function plain(v: unknown): unknown {
@@ -26,7 +26,7 @@ function plain(v: unknown): unknown {
 }
 
 /** Top-level column names of a Parquet file. */
-export async function parquetColumns(path: string): Promise<string[]> {
+async function parquetColumns(path: string): Promise<string[]> {
   const file = await asyncBufferFromFile(path);
   const schema = parquetSchema(await parquetMetadataAsync(file));
   return schema.children.map((c) => c.element.name);
@@ -175,10 +175,7 @@ export async function readTaskRecords(
     const records = await readRecords(file);
     records.forEach((r, i) => {
       for (const f of fields) {
-        let v: unknown = r;
-        for (const k of f.split('.'))
-          v = v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined;
-        if (v === undefined) {
+        if (fieldAt(r, f) === undefined) {
           throw new UserError(
             `${file} record ${i + 1}: task ${task} needs field "${f}", which is missing (fields: ` +
               `${Object.keys(r).join(', ')}); expected ${layout}`,
@@ -189,10 +186,4 @@ export async function readTaskRecords(
     out.push(...records);
   }
   return out;
-}
-
-/** `path` relative to `base` when inside it (for readable records), else as given. */
-export function displayPath(path: string, base: string): string {
-  const rel = relative(base, path);
-  return rel.startsWith('..') ? path : rel;
 }

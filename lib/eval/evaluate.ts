@@ -38,6 +38,8 @@ import {
 } from './metrics.ts';
 import { multipleChoicePrompt, renderTemplate, selectShots, type MultipleChoicePrompt } from './prompts.ts';
 import type { TokenRequest } from './requests.ts';
+import { formatScore } from './report-model.ts';
+import { EVAL_RESULT_FORMAT, EVAL_RESULT_VERSION } from './run-data.ts';
 import { generateOutputs, tokenizeMultipleChoice, scoreMultipleChoice } from './scorers.ts';
 import type {
   GenerationDoc,
@@ -96,9 +98,6 @@ export interface EvalSummary {
   adapterDir: string | null;
   tasks: TaskResult[];
 }
-
-const RESULT_FORMAT = 'moka-eval';
-const RESULT_VERSION = 1;
 
 function checkInt(value: number | undefined, what: string, min: number): void {
   if (value !== undefined && (!Number.isInteger(value) || value < min)) {
@@ -332,8 +331,8 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
       const outcome = await prepared[k]!(progress);
       const file = join(opts.outDir, `${loaded.name}.json`);
       const doc = {
-        format: RESULT_FORMAT,
-        version: RESULT_VERSION,
+        format: EVAL_RESULT_FORMAT,
+        version: EVAL_RESULT_VERSION,
         task: loaded.name,
         title: t.title,
         protocol: t.protocol,
@@ -368,13 +367,11 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvalSummary> {
 
 /** The summary as a plain-text table (task, items, metrics with ± stderr) for a terminal. */
 export function formatEvalTable(summary: EvalSummary): string {
-  const fmt = (m: MetricValue) =>
-    `${(100 * m.value).toFixed(2)}${m.stderr === null ? '' : ` ± ${(100 * m.stderr).toFixed(2)}`}`;
   const rows = summary.tasks.map((t) => [
     t.task,
     String(t.items),
     Object.entries(t.metrics)
-      .map(([k, v]) => `${k} ${fmt(v)}`)
+      .map(([k, v]) => `${k} ${formatScore(v)}`)
       .join('  '),
   ]);
   const head = ['task', 'items', 'metrics (%)'];

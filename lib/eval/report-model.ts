@@ -99,16 +99,17 @@ export function buildReportData(runs: readonly RunData[], createdAt = new Date()
     const xs = tasks.map((t) => scoreOf(r, t));
     return xs.every((x) => x !== null) ? xs.reduce((a, x) => a + x!.value, 0) / xs.length : null;
   };
-  const baseAverage = base ? average(base) : null;
+  const averages = runs.map(average);
+  const baseAverage = base ? averages[runs.indexOf(base)]! : null;
   const adapterRuns = runs
-    .map((r, i) => ({ i, params: r.trainableParameters, accuracy: average(r) }))
+    .map((r, i) => ({ i, params: r.trainableParameters, accuracy: averages[i]! }))
     .filter((p) => runs[p.i]!.adapterType !== null && p.params > 0 && p.accuracy !== null);
   const front = paretoFront(adapterRuns.map((p) => ({ params: p.params, accuracy: p.accuracy! })));
   const onFront = new Set([...front].map((k) => adapterRuns[k]!.i));
 
   const reportRuns: ReportRun[] = runs.map((r, i) => {
     const scores = Object.fromEntries(tasks.map((t) => [t.task, scoreOf(r, t)]));
-    const avg = average(r);
+    const avg = averages[i]!;
     return {
       name: r.name,
       dir: r.dir,

@@ -53,8 +53,9 @@ export interface RunData {
   config: Record<string, unknown>;
 }
 
-/** The version of the evaluation results (`<run>/evals/<task>.json`) this moka reads (evaluate.ts writes it). */
-const EVAL_RESULT_VERSION = 1;
+/** The format and version of the evaluation results (`<run>/evals/<task>.json`) evaluate.ts writes and this reads. */
+export const EVAL_RESULT_FORMAT = 'moka-eval';
+export const EVAL_RESULT_VERSION = 1;
 
 function readJson(path: string, what: string): Record<string, unknown> {
   let parsed: unknown;
@@ -86,13 +87,13 @@ function readEvals(dir: string): Map<string, TaskScore> {
     const path = join(evalDir, f);
     const j = readJson(path, 'an evaluation result');
     if (
-      j.format !== 'moka-eval' ||
+      j.format !== EVAL_RESULT_FORMAT ||
       typeof j.task !== 'string' ||
       !j.metrics ||
       typeof j.metrics !== 'object'
     ) {
       throw new UserError(
-        `${path} is not a moka evaluation result (format "moka-eval"); remove it or rerun moka eval`,
+        `${path} is not a moka evaluation result (format "${EVAL_RESULT_FORMAT}"); remove it or rerun moka eval`,
       );
     }
     if (j.version !== EVAL_RESULT_VERSION) {

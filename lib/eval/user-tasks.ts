@@ -89,7 +89,7 @@ function readJson(path: string): unknown {
 }
 
 /** The task name of a task file: its basename without the extension. */
-export function userTaskName(path: string): string {
+function userTaskName(path: string): string {
   return basename(path, extname(path));
 }
 
@@ -127,6 +127,14 @@ export async function loadUserTask(path: string): Promise<LoadedTask> {
   const kind =
     h?.type ?? (first && typeof first === 'object' && 'prompt' in first ? 'generation' : 'multiple_choice');
   const name = userTaskName(path);
+  // What every user task shares; its items are parsed here, so toDoc is never called.
+  const base = {
+    name,
+    title: `user task ${basename(path)}`,
+    toDoc: (): never => {
+      throw new Error('internal: user tasks are parsed already');
+    },
+  };
   if (kind === 'generation') {
     if (h?.regex !== undefined) {
       try {
@@ -138,12 +146,8 @@ export async function loadUserTask(path: string): Promise<LoadedTask> {
       }
     }
     const task: GenerationTask = {
-      name,
+      ...base,
       protocol: 'generation',
-      title: `user task ${basename(path)}`,
-      toDoc: () => {
-        throw new Error('internal: user tasks are parsed already');
-      },
       promptTemplate: '{{prompt}}',
       answerRegex: h?.regex ?? null,
       maxNewTokens: h?.maxNewTokens ?? 32,
@@ -169,12 +173,8 @@ export async function loadUserTask(path: string): Promise<LoadedTask> {
     );
   }
   const task: MultipleChoiceTask = {
-    name,
+    ...base,
     protocol: 'loglikelihood',
-    title: `user task ${basename(path)}`,
-    toDoc: () => {
-      throw new Error('internal: user tasks are parsed already');
-    },
     docToText: '{{context}}',
     ...(h?.description !== undefined ? { description: h.description } : {}),
     targetDelimiter: h?.targetDelimiter ?? ' ',

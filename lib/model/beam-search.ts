@@ -142,18 +142,15 @@ export async function beamSearch(
       const parent = beams[c.beam]!;
       const left = uses.get(c.beam)! - 1;
       uses.set(c.beam, left);
-      const cache = left > 0 ? cloneCache(model, parent.cache) : parent.cache;
+      // On the last step nothing decodes, so the children can share their parent's cache.
+      const cache = left > 0 && !last ? cloneCache(model, parent.cache) : parent.cache;
       const tokens = [...parent.tokens, c.token];
       const logits = last ? parent.logits : await model.decodeStep(c.token, cache);
       fresh.push({ tokens, score: c.score, cache, logits });
     }
     beams = fresh;
-    if (last) {
-      for (const b of beams) addHyp(b.tokens, b.score);
-      beams = [];
-      break;
-    }
   }
+  // The live beams after the last step (none when the search stopped early) become hypotheses.
   for (const b of beams) addHyp(b.tokens, b.score);
   const best = hyps.reduce((a, b) => (b.rank > a.rank ? b : a));
   return {

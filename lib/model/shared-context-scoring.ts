@@ -42,18 +42,13 @@ import {
 import { UserError } from '../errors.ts';
 import { buildLlamaGraph, type LlamaGraph } from './llama-graph.ts';
 import { bucketBatch, bucketLength, type LlamaModel } from './llama-model.ts';
-import { ropeCosSin } from './rope-frequencies.ts';
+import { positionRange, ropeCosSin } from './rope-frequencies.ts';
 import { scoreTokens, type ScoreOptions, type ScoreResult } from './scoring.ts';
 
 /** One context and the continuations scored after it (token ids; the context starts with BOS as lm-eval's). */
 export interface SharedContextRequest {
   context: readonly number[];
   continuations: readonly (readonly number[])[];
-}
-
-/** Outputs of a scoring head: log p(target) and the row's largest log-probability, per (row, target). */
-interface ScoringGraph {
-  session: Session;
 }
 
 /** Adds the per-(row, target) scoring head over `llama.hidden` (as LlamaModel's score run does). */
@@ -102,12 +97,41 @@ function rowFeeds(rows: readonly number[], targets: readonly number[]): Record<s
 }
 
 /**
+ * One run of a scoring session: `ids` [n, positions.length] at `positions`, `mask` [n, width] over the cached
+ * slots and then the ids, the scoring head's rows and targets, and `extra` feeds (past keys/values).
+ */
+function runScoring(
+  model: LlamaModel,
+  session: Session,
+  ids: BigInt64Array,
+  mask: BigInt64Array,
+  positions: number[],
+  scored: readonly number[],
+  targets: readonly number[],
+  extra: Record<string, Feed> = {},
+) {
+  const S = positions.length;
+  const n = ids.length / S;
+  const { cos, sin } = ropeCosSin(model.invFreq, positions);
+  const half = model.config.headDim / 2;
+  return session.run({
+    ...model.options.feeds,
+    ...extra,
+    input_ids: { data: ids, dims: [n, S] },
+    attention_mask: { data: mask, dims: [n, mask.length / n] },
+    rope_cos: { data: cos, dims: [S, half] },
+    rope_sin: { data: sin, dims: [S, half] },
+    ...rowFeeds(scored, targets),
+  });
+}
+
+/**
  * Scores many (context, continuations) groups with each context run once; see the module comment. Holds its
  * ORT sessions (one per phase-B cache capacity) until `release()`.
  */
 export class SharedContextScorer {
-  private contextGraph: ScoringGraph | null = null;
-  private readonly continuationGraphs = new Map<string, ScoringGraph>();
+  private cachedContextSession: Session | null = null;
+  private readonly continuationSessions = new Map<string, Session>();
 
   constructor(readonly model: LlamaModel) {}
 
@@ -175,10 +199,10 @@ export class SharedContextScorer {
 
   /** Releases the ORT sessions. */
   async release(): Promise<void> {
-    await this.contextGraph?.session.release();
-    this.contextGraph = null;
-    for (const g of this.continuationGraphs.values()) await g.session.release();
-    this.continuationGraphs.clear();
+    await this.cachedContextSession?.release();
+    this.cachedContextSession = null;
+    for (const s of this.continuationSessions.values()) await s.release();
+    this.continuationSessions.clear();
   }
 
   private async scoreBatch(
@@ -210,19 +234,7 @@ export class SharedContextScorer {
         aTargets.push(c[0]!);
       }),
     );
-    const { cos: aCos, sin: aSin } = ropeCosSin(
-      model.invFreq,
-      Array.from({ length: P }, (_, i) => i),
-    );
-    const half = cfg.headDim / 2;
-    const a = await this.contextSession().run({
-      ...model.options.feeds,
-      input_ids: { data: ids, dims: [B, P] },
-      attention_mask: { data: mask, dims: [B, P] },
-      rope_cos: { data: aCos, dims: [P, half] },
-      rope_sin: { data: aSin, dims: [P, half] },
-      ...rowFeeds(aRows, aTargets),
-    });
+    const a = await runScoring(model, this.contextSession(), ids, mask, positionRange(0, P), aRows, aTargets);
     const aLogprob = a.logprob!.data as Float32Array;
     const aMax = a.max_logprob!.data as Float32Array;
 
@@ -306,20 +318,16 @@ export class SharedContextScorer {
       }
     });
     for (let n = rows.length; n < N; n++) mask[n * width + P] = 1n; // padding rows: one attended slot
-    const { cos, sin } = ropeCosSin(
-      model.invFreq,
-      Array.from({ length: S }, (_, i) => P + i),
+    const out = await runScoring(
+      model,
+      this.continuationSession(P, S),
+      ids,
+      mask,
+      positionRange(P, S),
+      scored,
+      targets,
+      past,
     );
-    const half = D / 2;
-    const out = await this.continuationSession(P, S).run({
-      ...model.options.feeds,
-      ...past,
-      input_ids: { data: ids, dims: [N, S] },
-      attention_mask: { data: mask, dims: [N, width] },
-      rope_cos: { data: cos, dims: [S, half] },
-      rope_sin: { data: sin, dims: [S, half] },
-      ...rowFeeds(scored, targets),
-    });
     const logprob = out.logprob!.data as Float32Array;
     const maxLogprob = out.max_logprob!.data as Float32Array;
     let at = 0;
@@ -333,7 +341,7 @@ export class SharedContextScorer {
   }
 
   private contextSession(): Session {
-    if (this.contextGraph) return this.contextGraph.session;
+    if (this.cachedContextSession) return this.cachedContextSession;
     const model = this.model;
     const g = new Graph('llama-shared-context');
     const llama = buildLlamaGraph(g, model.config, model.weights, { hooks: model.options.hooks });
@@ -342,14 +350,14 @@ export class SharedContextScorer {
       ...Object.fromEntries(llama.presentKeys.map((t, i) => [`present_key_${i}`, t])),
       ...Object.fromEntries(llama.presentValues.map((t, i) => [`present_value_${i}`, t])),
     };
-    this.contextGraph = { session: sessionOver(model, g, outputs) };
-    return this.contextGraph.session;
+    this.cachedContextSession = sessionOver(model, g, outputs);
+    return this.cachedContextSession;
   }
 
   private continuationSession(capacity: number, seq: number): Session {
     const key = `${capacity}x${seq}`;
-    const found = this.continuationGraphs.get(key);
-    if (found) return found.session;
+    const found = this.continuationSessions.get(key);
+    if (found) return found;
     const model = this.model;
     const g = new Graph(`llama-continuations-${key}`);
     const llama = buildLlamaGraph(g, model.config, model.weights, {
@@ -357,7 +365,7 @@ export class SharedContextScorer {
       cache: { capacity, seq },
     });
     const session = sessionOver(model, g, addScoringHead(g, llama));
-    this.continuationGraphs.set(key, { session });
+    this.continuationSessions.set(key, session);
     return session;
   }
 }
