@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ProviderChoice } from '../../lib/engine/index.ts';
+import type { ProgressMode } from '../../lib/train/progress.ts';
 import { UserError } from '../../lib/errors.ts';
 import { parseFloatDtype } from '../../lib/model/dtype-convert.ts';
 
@@ -43,6 +44,16 @@ export function parseProvider(value: string, flag = '--provider'): ProviderChoic
     throw new UserError(`${flag} must be one of ${PROVIDERS.join(', ')}, got "${value}"`);
   }
   return value as ProviderChoice;
+}
+
+export const PROGRESS_MODES: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
+
+/** A progress mode (lib/train/progress.ts): a bar on a terminal or JSON lines otherwise (auto), or one of them. */
+export function parseProgressMode(value: string, flag = '--progress'): ProgressMode {
+  if (!PROGRESS_MODES.includes(value as ProgressMode)) {
+    throw new UserError(`${flag} must be one of ${PROGRESS_MODES.join(', ')}, got "${value}"`);
+  }
+  return value as ProgressMode;
 }
 
 /** A dtype weights are written in: f32, f16 or bf16 (also float32, fp16, bfloat16, F32, …). */

@@ -12,11 +12,8 @@ import { prepareDemo } from '../../lib/pipeline/demo.ts';
 import { localPathOfUri, openStore, readJson } from '../../lib/pipeline/store/index.ts';
 import { runKeys } from '../../lib/pipeline/run-layout.ts';
 import type { StageRecord } from '../../lib/pipeline/status.ts';
-import type { ProgressMode } from '../../lib/train/progress.ts';
-import { parseInteger } from './cli-helpers.ts';
+import { parseInteger, parseProgressMode } from './cli-helpers.ts';
 import { describeFailure, runPipelineFromFile } from './run.ts';
-
-const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
 
 export function registerDemo(program: Command): void {
   program
@@ -29,9 +26,7 @@ export function registerDemo(program: Command): void {
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json or none', 'none')
     .action(async (opts: { dir: string; steps: string; progress: string }) => {
       const steps = parseInteger(opts.steps, '--steps', 1);
-      if (!PROGRESS.includes(opts.progress as ProgressMode)) {
-        throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
-      }
+      const progress = parseProgressMode(opts.progress);
       const dir = resolve(opts.dir);
       await mkdir(dir, { recursive: true });
       const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -54,7 +49,7 @@ export function registerDemo(program: Command): void {
         configFile: inputs.configFile,
         store: join(dir),
         runId,
-        progress: opts.progress as ProgressMode,
+        progress,
         log: (line) => process.stderr.write(`${line}\n`),
       });
       if (result.status === 'FAILED')

@@ -5,10 +5,8 @@
  * lib/eval/evaluate.ts and docs/eval.md.
  */
 import type { Command } from 'commander';
-import { UserError } from '../../lib/errors.ts';
 import { evaluate, formatEvalTable, taskNameList } from '../../lib/eval/index.ts';
-import type { ProgressMode } from '../../lib/train/progress.ts';
-import { parseInteger, parseProvider } from './cli-helpers.ts';
+import { parseInteger, parseProvider, parseProgressMode } from './cli-helpers.ts';
 
 interface EvalCommandOptions {
   model: string;
@@ -27,8 +25,6 @@ interface EvalCommandOptions {
   progress: string;
   json?: boolean;
 }
-
-const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
 
 export function registerEval(program: Command): void {
   program
@@ -62,9 +58,7 @@ export function registerEval(program: Command): void {
     .option('--progress <mode>', 'auto (bar on a terminal, JSON lines otherwise), bar, json or none', 'auto')
     .option('--json', 'print the summary as JSON instead of a table')
     .action(async (opts: EvalCommandOptions) => {
-      if (!PROGRESS.includes(opts.progress as ProgressMode)) {
-        throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
-      }
+      const progress = parseProgressMode(opts.progress);
       const optionalInt = (v: string | undefined, flag: string, min: number) =>
         v === undefined ? undefined : parseInteger(v, flag, min);
       const tasks = opts.tasks
@@ -85,7 +79,7 @@ export function registerEval(program: Command): void {
         outDir: opts.out,
         provider: parseProvider(opts.provider),
         intraOpThreads: optionalInt(opts.threads, '--threads', 1),
-        progress: opts.progress as ProgressMode,
+        progress,
       });
       process.stdout.write(
         opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `${formatEvalTable(summary)}\n`,

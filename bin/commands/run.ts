@@ -12,9 +12,7 @@ import { RUN_ID_PATTERN, parseRunConfig } from '../../lib/pipeline/run-config.ts
 import { causeMessage } from '../../lib/pipeline/handlers.ts';
 import { openStore } from '../../lib/pipeline/store/index.ts';
 import type { ProgressMode } from '../../lib/train/progress.ts';
-import { parseInteger, readJsonFile } from './cli-helpers.ts';
-
-const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
+import { parseInteger, readJsonFile, parseProgressMode } from './cli-helpers.ts';
 
 export interface RunPipelineOptions {
   configFile: string;
@@ -115,15 +113,13 @@ export function registerRun(program: Command): void {
         if (opts.runId !== undefined && !RUN_ID_PATTERN.test(opts.runId)) {
           throw new UserError(`--run-id must be 1-80 letters, digits, "_" or "-", got "${opts.runId}"`);
         }
-        if (!PROGRESS.includes(opts.progress as ProgressMode)) {
-          throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
-        }
+        const progress = parseProgressMode(opts.progress);
         const result = await runPipelineFromFile({
           configFile: config,
           store: opts.store,
           ...(opts.runId ? { runId: opts.runId } : {}),
           jobs: parseInteger(opts.jobs, '--jobs', 1),
-          progress: opts.progress as ProgressMode,
+          progress,
         });
         if (result.status === 'FAILED') {
           throw new UserError(describeFailure(result, config, result.runId));

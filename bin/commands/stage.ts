@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import { constants } from 'node:os';
+import { parseProgressMode } from './cli-helpers.ts';
 import { UserError, isUserError } from '../../lib/errors.ts';
 import { STAGES, StageInterruptedError } from '../../lib/pipeline/stages/index.ts';
 import {
@@ -13,9 +14,6 @@ import {
   STAGE_NAMES,
   type StageName,
 } from '../../lib/pipeline/state-names.ts';
-import type { ProgressMode } from '../../lib/train/progress.ts';
-
-const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
 
 export function registerStage(program: Command): void {
   program
@@ -29,9 +27,7 @@ export function registerStage(program: Command): void {
       if (!STAGE_NAMES.includes(stage as StageName)) {
         throw new UserError(`unknown stage "${stage}"; give one of ${STAGE_NAMES.join(', ')}`);
       }
-      if (!PROGRESS.includes(opts.progress as ProgressMode)) {
-        throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
-      }
+      const progress = parseProgressMode(opts.progress);
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       // `on`, not `once`: a once-listener is removed before it runs, so lib/output-cleanup.ts would then see no
@@ -42,7 +38,7 @@ export function registerStage(program: Command): void {
         const out = await STAGES[stage as StageName]({
           runUri: opts.run,
           ...(opts.variant ? { variant: opts.variant } : {}),
-          progress: opts.progress as ProgressMode,
+          progress,
           stopSignal: stop.signal,
         });
         process.stdout.write(`${JSON.stringify(out)}\n`);

@@ -9,14 +9,20 @@ import type { Command } from 'commander';
 import { constants } from 'node:os';
 import { UserError } from '../../lib/errors.ts';
 import { ADAPTER_TYPES } from '../../lib/adapters/adapter-config.ts';
-import type { ProgressMode } from '../../lib/train/progress.ts';
 import { formatTrainingSummary, runTraining, trainingSummary } from '../../lib/train/run-training.ts';
 import {
   parseSetting,
   resolveTrainingInputs,
   type TrainingOverride,
 } from '../../lib/train/training-inputs.ts';
-import { collect, parseInteger, parseNumber, parseProvider, readJsonFile } from './cli-helpers.ts';
+import {
+  collect,
+  parseInteger,
+  parseNumber,
+  parseProvider,
+  readJsonFile,
+  parseProgressMode,
+} from './cli-helpers.ts';
 
 interface TrainCommandOptions {
   model: string;
@@ -35,8 +41,6 @@ interface TrainCommandOptions {
   progress: string;
   json?: boolean;
 }
-
-const PROGRESS: readonly ProgressMode[] = ['auto', 'bar', 'json', 'none'];
 
 export function registerTrain(program: Command): void {
   program
@@ -82,9 +86,7 @@ export function registerTrain(program: Command): void {
         throw new UserError('give the training data with --data FILE_OR_DIR (JSON array or JSON Lines)');
       }
       const provider = parseProvider(opts.provider);
-      if (!PROGRESS.includes(opts.progress as ProgressMode)) {
-        throw new UserError(`--progress must be one of ${PROGRESS.join(', ')}, got "${opts.progress}"`);
-      }
+      const progress = parseProgressMode(opts.progress);
       const overrides: TrainingOverride[] = opts.set.map((setting) => parseSetting(setting));
       if (opts.maxSteps !== undefined) {
         const value = parseInteger(opts.maxSteps, '--max-steps', 1);
@@ -117,7 +119,7 @@ export function registerTrain(program: Command): void {
         resume: opts.resume ?? 'auto',
         provider,
         ...(opts.threads !== undefined ? { intraOpThreads: parseInteger(opts.threads, '--threads', 1) } : {}),
-        progress: opts.progress as ProgressMode,
+        progress,
       });
       const summary = trainingSummary(result);
       process.stdout.write(
