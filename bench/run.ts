@@ -11,6 +11,7 @@ import { adaptersSuite } from './adapters.bench.ts';
 import { modelSuite } from './model.bench.ts';
 import { trainSuite } from './train.bench.ts';
 import { quantSuite } from './quant.bench.ts';
+import { matmul4bitSuite } from './matmul-4bit.bench.ts';
 import { storeSuite } from './store.bench.ts';
 import { evalSuite } from './eval.bench.ts';
 import { scaleSuite } from './scale.bench.ts';
@@ -21,6 +22,7 @@ const SUITES: Suite[] = [
   adaptersSuite,
   modelSuite,
   quantSuite,
+  matmul4bitSuite,
   trainSuite,
   evalSuite,
   storeSuite,

@@ -1,11 +1,14 @@
 /** `moka doctor`: what this machine offers the engine (runtime versions, execution providers). */
 import type { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
+import { nativeKernelsUnavailableReason } from '../../lib/engine/native-session.ts';
 
 export function registerDoctor(program: Command): void {
   program
     .command('doctor')
-    .description('show the Node and ONNX Runtime versions and which execution providers are installed')
+    .description(
+      "show the Node and ONNX Runtime versions, which execution providers are installed, and whether moka's native kernels are built",
+    )
     .option('--json', 'print JSON instead of a table')
     .action((opts: { json?: boolean }) => {
       const backends = ort.listSupportedBackends();
@@ -14,6 +17,8 @@ export function registerDoctor(program: Command): void {
         onnxruntime: ort.env.versions.common,
         platform: `${process.platform}-${process.arch}`,
         providers: backends.map((b) => ({ name: b.name, bundled: b.bundled })),
+        // The NF4 generation kernel (native/; `npm run build:native`): without it NF4 generation is slower.
+        nativeKernels: nativeKernelsUnavailableReason() ?? 'loaded',
       };
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -22,6 +27,7 @@ export function registerDoctor(program: Command): void {
       process.stdout.write(`node          ${report.node}\n`);
       process.stdout.write(`onnxruntime   ${report.onnxruntime}\n`);
       process.stdout.write(`platform      ${report.platform}\n`);
+      process.stdout.write(`native        ${report.nativeKernels}\n`);
       for (const p of report.providers) {
         process.stdout.write(
           `provider      ${p.name.padEnd(9)} ${p.bundled ? 'bundled' : 'needs install'}\n`,

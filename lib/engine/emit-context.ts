@@ -21,7 +21,15 @@ export class EmitContext {
   /** Name of the op node currently being emitted, for error messages and ONNX node names. */
   currentOp = '';
 
-  constructor(readonly binding: ReadonlyMap<string, number>) {}
+  /** Whether ops may emit moka's own `ai.moka` kernels (see EmitRequest.nativeKernels). */
+  readonly nativeKernels: boolean;
+
+  constructor(
+    readonly binding: ReadonlyMap<string, number>,
+    options: { nativeKernels?: boolean } = {},
+  ) {
+    this.nativeKernels = options.nativeKernels ?? false;
+  }
 
   /** Gives an op's output tensor the value name `name` (before any node refers to it). */
   nameAs(t: Tensor, name: string): void {

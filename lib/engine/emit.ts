@@ -32,6 +32,11 @@ export interface EmitRequest {
    * written out to be used elsewhere must not point into this machine's checkpoint files).
    */
   copyFileWeights?: boolean;
+  /**
+   * Ops may emit moka's own kernels (domain `ai.moka`, lib/engine/native-session.ts), which only sessions
+   * created by moka's native addon can run (default false: ONNX Runtime's ops only).
+   */
+  nativeKernels?: boolean;
 }
 
 export interface ExternalBlob {
@@ -51,6 +56,8 @@ export interface EmittedModel {
   /** Present when weights are external: write them beside the model file and load the model by path. */
   external: ExternalBlob | null;
   nodeCount: number;
+  /** The op domains the model uses ('' is the ONNX domain). */
+  domains: string[];
 }
 
 function weightBytes(t: Tensor): number {
@@ -105,7 +112,7 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
     }
   }
 
-  const ctx = new EmitContext(req.binding);
+  const ctx = new EmitContext(req.binding, { nativeKernels: req.nativeKernels ?? false });
   const valueInfo = (name: string, t: Tensor) => ({
     name,
     type: {
@@ -206,7 +213,12 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
       output: outputs.map(([name, t]) => valueInfo(name, t)),
     },
   });
-  return { model: onnx.ModelProto.encode(model).finish(), external, nodeCount: ctx.nodes.length };
+  return {
+    model: onnx.ModelProto.encode(model).finish(),
+    external,
+    nodeCount: ctx.nodes.length,
+    domains: [...ctx.usedDomains],
+  };
 }
 
 function sanitize(name: string): string {

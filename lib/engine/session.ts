@@ -25,6 +25,7 @@ import { makeScratchDir } from '../output-cleanup.ts';
 import type { HostArray } from './dtype.ts';
 import { ortTypeOf } from './dtype.ts';
 import { emitOnnx, type EmittedModel } from './emit.ts';
+import { MOKA_OP_DOMAIN, NativeSession, nativeKernels } from './native-session.ts';
 import { GraphError, type Graph, type Tensor } from './graph.ts';
 import { bindDim, isStatic, shapeStr, type Shape } from './shape.ts';
 
@@ -57,6 +58,12 @@ export interface SessionOptions {
    * graphs run often, not for runs of seconds.
    */
   memArena?: boolean;
+  /**
+   * Let ops use moka's own kernels (native/, e.g. the NF4 generation kernel) on the CPU provider, in sessions
+   * created by moka's native addon (default: true when the addon is built; MOKA_NATIVE_KERNELS=0 turns it off
+   * everywhere). Graphs that end up using none run on onnxruntime-node as before.
+   */
+  nativeKernels?: boolean;
 }
 
 export type Feed = HostArray | ort.Tensor | { data: HostArray; dims: readonly number[] };
@@ -66,8 +73,15 @@ export interface SessionSpec {
   outputs: Readonly<Record<string, Tensor>>;
 }
 
+/** What Session needs of an ONNX Runtime session: onnxruntime-node's, or one of moka's native addon. */
+interface RunnableSession {
+  readonly inputNames: readonly string[];
+  run(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>>;
+  release(): Promise<void>;
+}
+
 interface Compiled {
-  session: ort.InferenceSession;
+  session: RunnableSession;
   provider: ProviderName;
   inputNames: Set<string>;
   nodeCount: number;
@@ -77,6 +91,8 @@ interface Compiled {
 }
 
 const require = createRequire(import.meta.url);
+
+const OPTIMIZATION_LEVEL = { disabled: 0, basic: 1, extended: 2, all: 99 } as const;
 
 /** Directory holding onnxruntime-node's native libraries for this platform. */
 function ortBinaryDir(): string {
@@ -175,11 +191,12 @@ export class Session {
   }
 
   /** The ONNX model for a binding, as bytes (for tests, export and debugging). */
-  emit(binding: ReadonlyMap<string, number>): EmittedModel {
+  emit(binding: ReadonlyMap<string, number>, nativeKernels = false): EmittedModel {
     return emitOnnx(this.graph.name, {
       ...this.spec,
       binding,
       externalDataTotalBytes: this.options.externalDataTotalBytes,
+      nativeKernels,
     });
   }
 
@@ -263,16 +280,25 @@ export class Session {
   }
 
   private async create(binding: Map<string, number>): Promise<Compiled> {
-    const emitted = this.emit(binding);
-    // Large weights: the model is loaded by path beside its weights (ORT then maps the files).
-    const source: string | Uint8Array = emitted.external ? this.writeExternal(emitted) : emitted.model;
     const choice = this.options.provider ?? 'cpu';
     const candidates: ProviderName[] =
       choice !== 'auto' ? [choice] : this.resolvedProvider ? [this.resolvedProvider] : autoCandidates();
+    // moka's kernels are CPU kernels: only for a session that can only be on the CPU provider.
+    const native =
+      candidates.length === 1 &&
+      candidates[0] === 'cpu' &&
+      (this.options.nativeKernels ?? true) &&
+      !!nativeKernels();
+    const emitted = this.emit(binding, native);
+    // Large weights: the model is loaded by path beside its weights (ORT then maps the files).
+    const source: string | Uint8Array = emitted.external ? this.writeExternal(emitted) : emitted.model;
+    const memArena = this.options.memArena ?? !emitted.external;
     let lastError: Error | null = null;
     for (const provider of candidates) {
       try {
-        const session = await this.createOn(provider, source, this.options.memArena ?? !emitted.external);
+        const session = emitted.domains.includes(MOKA_OP_DOMAIN)
+          ? await this.createNative(source, memArena)
+          : await this.createOn(provider, source, memArena);
         this.resolvedProvider = provider;
         return {
           session,
@@ -289,29 +315,66 @@ export class Session {
     throw lastError!;
   }
 
+  /** ORT's session settings shared by both kinds of session. */
+  private sessionSettings() {
+    return {
+      // ORT's own log lines repeat what its exceptions already carry (moka reports those) and warn about choices
+      // made on purpose: fatal only, unless MOKA_DEBUG asks for warnings too (0 verbose … 4 fatal).
+      logSeverityLevel: process.env.MOKA_DEBUG ? 2 : 4,
+      graphOptimizationLevel: this.options.optimization ?? 'all',
+      // ';' separates names (with ',' ORT silently disables nothing). CommonSubexpressionElimination would
+      // merge a backward re-decode of a 4-bit weight with the forward's, keeping every layer's decoded weight
+      // alive until the backward (measured: +1.7 GB per LLaMA-2-7B layer); see docs/quantization.md.
+      config: {
+        'session.qdq_matmulnbits_accuracy_level': '0',
+        'optimization.disable_specified_optimizers': 'ConstantFolding;CommonSubexpressionElimination',
+      },
+    } as const;
+  }
+
+  /** A session of moka's native addon (lib/engine/native-session.ts), for graphs that use moka's kernels. */
+  private async createNative(source: string | Uint8Array, memArena: boolean): Promise<RunnableSession> {
+    const settings = this.sessionSettings();
+    try {
+      return await NativeSession.create(source, {
+        ...(this.options.intraOpThreads ? { intraOpThreads: this.options.intraOpThreads } : {}),
+        graphOptimizationLevel: OPTIMIZATION_LEVEL[settings.graphOptimizationLevel],
+        logSeverityLevel: settings.logSeverityLevel,
+        memArena: memArena ? 1 : 0,
+        ...(this.options.optimizedModelPath ? { optimizedModelPath: this.options.optimizedModelPath } : {}),
+        config: Object.entries(settings.config),
+      });
+    } catch (err) {
+      throw new Error(
+        `graph "${this.graph.name}": ONNX Runtime rejected the model: ${(err as Error).message}`,
+      );
+    }
+  }
+
   private async createOn(
     provider: ProviderName,
     source: string | Uint8Array,
     memArena: boolean,
   ): Promise<ort.InferenceSession> {
     if (provider === 'cuda' && !cudaProviderInstalled()) throw new UserError(CUDA_HOWTO);
+    const settings = this.sessionSettings();
     const opts: ort.InferenceSession.SessionOptions = {
       executionProviders: [provider],
-      // ORT's own log lines repeat what its exceptions already carry (moka reports those) and warn about choices
-      // made on purpose: fatal only, unless MOKA_DEBUG asks for warnings too (0 verbose … 4 fatal).
-      logSeverityLevel: process.env.MOKA_DEBUG ? 2 : 4,
-      graphOptimizationLevel: this.options.optimization ?? 'all',
+      logSeverityLevel: settings.logSeverityLevel,
+      graphOptimizationLevel: settings.graphOptimizationLevel,
       enableCpuMemArena: memArena,
       // The memory pattern pre-allocates one block for a run's planned intermediates on top of what the
       // arena already holds: measured +1.5 GB (1 layer) to +2 GB (2 layers) on a LLaMA-2-7B NF4 training step,
       // for no measurable speed gain. The arena alone reuses freed buffers.
       enableMemPattern: false,
+      // onnxruntime-node turns nested keys into dotted session configuration entries.
       extra: {
-        session: { qdq_matmulnbits_accuracy_level: '0' },
-        // ';' separates names (with ',' ORT silently disables nothing). CommonSubexpressionElimination would
-        // merge a backward re-decode of a 4-bit weight with the forward's, keeping every layer's decoded weight
-        // alive until the backward (measured: +1.7 GB per LLaMA-2-7B layer); see docs/quantization.md.
-        optimization: { disable_specified_optimizers: 'ConstantFolding;CommonSubexpressionElimination' },
+        session: {
+          qdq_matmulnbits_accuracy_level: settings.config['session.qdq_matmulnbits_accuracy_level'],
+        },
+        optimization: {
+          disable_specified_optimizers: settings.config['optimization.disable_specified_optimizers'],
+        },
       },
     };
     if (this.options.intraOpThreads) opts.intraOpNumThreads = this.options.intraOpThreads;

@@ -57,6 +57,8 @@ export interface LoadModelOptions {
    * (default 256 MiB); below, they are copied into the in-memory model.
    */
   externalDataTotalBytes?: number;
+  /** Let NF4 products with few rows (generation) use moka's native kernel (default: when built; see Session). */
+  nativeKernels?: boolean;
 }
 
 /** Sequences padded to one length: what a graph run is fed. */
@@ -324,6 +326,7 @@ export class LlamaModel {
       provider: this.options.provider,
       intraOpThreads: this.options.intraOpThreads,
       externalDataTotalBytes: this.options.externalDataTotalBytes ?? DEFAULT_EXTERNAL_BYTES,
+      nativeKernels: this.options.nativeKernels,
     };
   }
 

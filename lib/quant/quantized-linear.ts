@@ -2,8 +2,9 @@
  * A frozen 4-bit linear layer inside engine graphs: y = x·deq(W)ᵀ, with the gradient to x (never to W).
  *
  * The weight stays 4-bit in the model (uint8 initializers, plus float32 block scales):
- *   - forward (float32): fused com.microsoft kernels that never leave a float copy behind — MatMulNBits at
- *     accuracy level 0 for int4, MatMulBnb4 (quant_type 1 = NF4) for NF4. MatMulBnb4 decodes into a scratch
+ *   - forward (float32): fused kernels that never leave a float copy behind — MatMulNBits at accuracy level 0
+ *     for int4; for NF4, moka's ai.moka MatMul4bit for a few rows (generation; sessions of moka's native addon
+ *     only, see MATMUL_4BIT_MAX_ROWS), else MatMulBnb4 (quant_type 1 = NF4). MatMulBnb4 decodes into a scratch
  *     buffer inside the kernel and runs one GEMM; it matches decode-then-matmul to float rounding (a test pins
  *     it) and is used when its layout holds: the bnb NF4 table, whole blocks (n·k a multiple of the block);
  *   - otherwise (other dtypes, partial blocks, a custom table) and in the backward, the weight is decoded in
@@ -17,6 +18,7 @@
  *     layer's float weight alive from the forward to the backward.
  */
 import { DTYPE_BITS } from '../engine/dtype.ts';
+import { MOKA_OP_DOMAIN } from '../engine/native-session.ts';
 import type { EmitContext } from '../engine/emit-context.ts';
 import { GraphError, graphOf, opError, type Graph, type OpDef, type Tensor } from '../engine/graph.ts';
 import type { WeightData } from '../engine/graph.ts';
@@ -246,6 +248,23 @@ function emitDequantized(
   return w;
 }
 
+/**
+ * Rows of x up to which an NF4 product runs moka's own kernel (ai.moka MatMul4bit, native/matmul-4bit.cc) when
+ * the session allows it: token-by-token generation and short prompts. It decodes each block of the weight
+ * once into registers for all rows, where MatMulBnb4 decodes the whole weight into memory and runs one SGEMM;
+ * past a few dozen rows the SGEMM's blocking wins (measured in bench/quant.bench.ts).
+ */
+export const MATMUL_4BIT_MAX_ROWS = 32;
+
+function useMatMul4bit(ctx: EmitContext, attrs: QuantLinearAttrs, x: Tensor): boolean {
+  if (!ctx.nativeKernels || attrs.format !== 'nf4' || !attrs.levels || x.dtype !== 'float32') return false;
+  const rows = ctx
+    .shape(x)
+    .slice(0, -1)
+    .reduce((a, b) => a * b, 1);
+  return rows <= MATMUL_4BIT_MAX_ROWS && attrs.blockSize % 2 === 0;
+}
+
 function flattenTokens(ctx: EmitContext, x: Tensor, k: number): string {
   const t = ctx
     .shape(x)
@@ -296,6 +315,18 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
         [y2],
         { K: k, N: n, bits: 4, block_size: blockSize, accuracy_level: 0 },
         { domain: 'com.microsoft' },
+      );
+    } else if (useMatMul4bit(ctx, node.attrs, x)) {
+      const [packed, scales] = node.inputs.slice(1) as [Tensor, Tensor];
+      const code = ctx.float32Table(`nf4-code:${node.attrs.levels!.join(',')}`, [16], () =>
+        Float32Array.from(node.attrs.levels!),
+      );
+      ctx.node(
+        'MatMul4bit',
+        [x2, ctx.name(packed), ctx.name(scales), code],
+        [y2],
+        { K: k, N: n, block_size: blockSize },
+        { domain: MOKA_OP_DOMAIN },
       );
     } else if (node.attrs.bnbKernel && x.dtype === 'float32') {
       const [packed, scales] = node.inputs.slice(1) as [Tensor, Tensor];

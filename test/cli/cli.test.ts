@@ -25,10 +25,17 @@ describe('moka CLI', () => {
     expect(r.stderr).not.toMatch(/at .*\.ts:\d+/);
   });
 
-  it('doctor --json reports the CPU provider as bundled', () => {
+  it('doctor --json reports the CPU provider as bundled and the native kernels as loaded', () => {
     const r = runMoka(['doctor', '--json']);
     expect(r.code).toBe(0);
     const report = JSON.parse(r.stdout);
     expect(report.providers).toContainEqual({ name: 'cpu', bundled: true });
+    expect(report.nativeKernels).toBe('loaded'); // npm test builds them first
+  });
+
+  it('doctor says why the native kernels are not used when they are turned off', () => {
+    const r = runMoka(['doctor'], { env: { MOKA_NATIVE_KERNELS: '0' } });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^native +turned off by MOKA_NATIVE_KERNELS=0$/m);
   });
 });

@@ -411,12 +411,18 @@ describe('task image', () => {
         'bin',
         'containers',
         'lib',
+        'native',
         'package-lock.json',
         'package.json',
+        'scripts',
         'tsconfig.json',
       ].sort(),
     );
     expect(readdirSync(join(staged, 'containers'))).toEqual(['Dockerfile']);
+    expect(readdirSync(join(staged, 'scripts'))).toEqual(['build-native.mjs']);
+    // The kernels' sources, never a locally built addon (the image compiles its own).
+    expect(readdirSync(join(staged, 'native'))).toContain('matmul-4bit.cc');
+    expect(readdirSync(join(staged, 'native'))).not.toContain('build');
     const dockerfile = readFileSync(join(staged, 'containers', 'Dockerfile'), 'utf8');
     expect(dockerfile).toMatch(/^RUN ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci/m); // the README's GPU opt-in
     expect(dockerfile).toMatch(/^ENTRYPOINT \["moka", "stage"\]$/m);

@@ -4,7 +4,8 @@
  * step and for the scoring/decoding forward:
  *   - no float initializer beyond the checkpoint's float weights (embeddings, head, norms): constant folding of
  *     a decode subgraph would show up as one;
- *   - the forward projections run as the fused MatMulBnb4 kernel, with no decode in the forward at all;
+ *   - the forward projections run as a fused kernel (MatMulBnb4, or moka's MatMul4bit for a few rows), with no
+ *     decode in the forward at all;
  *   - in the training graph each decode of a weight feeds exactly one matmul (the gradient's dY·W, right where
  *     it is used): a decode shared between two consumers (what common-subexpression elimination made of the
  *     forward's and the backward's) keeps the float weight alive in between;
@@ -78,6 +79,10 @@ function decodedInitializers(graph: onnxProto.onnx.IGraphProto): string[] {
 
 const opCount = (graph: onnxProto.onnx.IGraphProto, op: string) =>
   graph.node!.filter((n) => n.opType === op).length;
+
+/** Fused 4-bit products: ORT's MatMulBnb4, or moka's MatMul4bit (few rows, native kernels built). */
+const fusedCount = (graph: onnxProto.onnx.IGraphProto) =>
+  opCount(graph, 'MatMulBnb4') + opCount(graph, 'MatMul4bit');
 
 /**
  * For each decode (a Gather from the 256 × 2 byte table), the matmuls its value reaches through the
@@ -169,7 +174,7 @@ describe('a session over a 4-bit base holds no decoded weights', () => {
     expect(decodedInitializers(graph)).toEqual([]);
     // Forward and recomputed forward, 7 projections per layer each, all fused; less down_proj's base in each
     // recomputed layer, whose value no gradient needs (ORT drops it).
-    expect(opCount(graph, 'MatMulBnb4')).toBe(2 * 7 * LAYERS - LAYERS);
+    expect(fusedCount(graph)).toBe(2 * 7 * LAYERS - LAYERS);
     const uses = decodeConsumers(graph);
     expect(uses.length).toBeGreaterThan(0);
     expect(uses.every((u) => u === 1)).toBe(true);
@@ -198,7 +203,9 @@ describe('a session over a 4-bit base holds no decoded weights', () => {
     expect(out.logits!.data.length).toBe(S * base.config.vocabSize);
     const graph = loadGraph(dump);
     expect(decodedInitializers(graph)).toEqual([]);
-    expect(opCount(graph, 'MatMulBnb4')).toBe(7 * LAYERS);
+    // 8 tokens: the generation kernel (test/quant/matmul-4bit.test.ts checks that the addon is built).
+    expect(opCount(graph, 'MatMul4bit')).toBe(7 * LAYERS);
+    expect(fusedCount(graph)).toBe(7 * LAYERS);
     expect(decodeConsumers(graph)).toEqual([]);
   });
 });

@@ -1,0 +1,196 @@
+/**
+ * ONNX Runtime sessions created by moka's native addon (native/, built by scripts/build-native.mjs), for
+ * graphs that use moka's custom ops — today `ai.moka` MatMul4bit, the NF4 kernel of token-by-token generation.
+ * onnxruntime-node cannot register custom ops; the addon creates these sessions through the C API of the same
+ * ONNX Runtime library onnxruntime-node loaded, and this module gives them the part of onnxruntime-node's
+ * InferenceSession interface lib/engine/session.ts uses (inputNames, run, release), with onnxruntime-node
+ * Tensors in and out.
+ *
+ * The addon is optional: `nativeKernels()` is null when it was not built (no C++ compiler at install time), on
+ * Windows, or when MOKA_NATIVE_KERNELS=0; graphs then use ONNX Runtime's own ops.
+ */
+import * as ort from 'onnxruntime-node';
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The ONNX domain of moka's custom ops. */
+export const MOKA_OP_DOMAIN = 'ai.moka';
+
+/** Where scripts/build-native.mjs writes the addon. */
+export const NATIVE_ADDON_PATH = fileURLToPath(
+  new URL('../../native/build/moka-native.node', import.meta.url),
+);
+
+type Triple = [elementType: number, dims: number[], data: ArrayBuffer | ArrayBufferView];
+
+interface Addon {
+  load(ortLibraryPath: string): string;
+  createSession(
+    model: string | Uint8Array,
+    options: NativeSessionOptions,
+  ): Promise<{ session: object; inputNames: string[]; outputNames: string[] }>;
+  run(session: object, inputNames: string[], inputs: Triple[], outputNames: string[]): Promise<Triple[]>;
+  release(session: object): void;
+}
+
+/** Session settings, as onnxruntime-node's SessionOptions name them. */
+export interface NativeSessionOptions {
+  intraOpThreads?: number;
+  /** 0 disabled, 1 basic, 2 extended, 99 all. */
+  graphOptimizationLevel: number;
+  /** 0 verbose … 4 fatal. */
+  logSeverityLevel: number;
+  /** 1 on, 0 off. */
+  memArena: number;
+  optimizedModelPath?: string;
+  /** Session configuration entries (`AddSessionConfigEntry`), e.g. optimization.disable_specified_optimizers. */
+  config: [string, string][];
+}
+
+/** ONNX element type numbers (TensorProto.DataType) of the tensor types moka feeds and reads. */
+const ELEMENT_TYPE: Partial<Record<ort.Tensor.Type, number>> = {
+  float32: 1,
+  uint8: 2,
+  int8: 3,
+  uint16: 4,
+  int16: 5,
+  int32: 6,
+  int64: 7,
+  bool: 9,
+  float16: 10,
+  float64: 11,
+  uint32: 12,
+  uint64: 13,
+};
+const TENSOR_TYPE = new Map(Object.entries(ELEMENT_TYPE).map(([k, v]) => [v, k as ort.Tensor.Type]));
+
+function arrayOf(type: ort.Tensor.Type, buffer: ArrayBuffer): ort.Tensor.DataType {
+  switch (type) {
+    case 'float32':
+      return new Float32Array(buffer);
+    case 'float64':
+      return new Float64Array(buffer);
+    case 'int64':
+      return new BigInt64Array(buffer);
+    case 'uint64':
+      return new BigUint64Array(buffer);
+    case 'int32':
+      return new Int32Array(buffer);
+    case 'uint32':
+      return new Uint32Array(buffer);
+    case 'int16':
+      return new Int16Array(buffer);
+    case 'uint16':
+    case 'float16':
+      return new Uint16Array(buffer);
+    case 'int8':
+      return new Int8Array(buffer);
+    default:
+      return new Uint8Array(buffer); // uint8, bool
+  }
+}
+
+const require = createRequire(import.meta.url);
+
+/** The ONNX Runtime shared library onnxruntime-node loads (the addon binds to the same one). */
+function ortLibraryPath(): string | null {
+  const dir = join(
+    dirname(require.resolve('onnxruntime-node/package.json')),
+    'bin',
+    'napi-v6',
+    process.platform,
+    process.arch,
+  );
+  if (!existsSync(dir)) return null;
+  const lib = readdirSync(dir).find((f) =>
+    process.platform === 'darwin' ? /^libonnxruntime.*\.dylib$/.test(f) : /^libonnxruntime\.so/.test(f),
+  );
+  return lib ? join(dir, lib) : null;
+}
+
+let addon: Addon | null | undefined;
+let loadError: string | null = null;
+
+/**
+ * The loaded addon, or null when it is not available (not built, unsupported platform, or turned off with
+ * MOKA_NATIVE_KERNELS=0). Loading happens once per process.
+ */
+export function nativeKernels(): Addon | null {
+  if (addon !== undefined) return addon;
+  addon = null;
+  if (process.env.MOKA_NATIVE_KERNELS === '0') {
+    loadError = 'turned off by MOKA_NATIVE_KERNELS=0';
+    return null;
+  }
+  const lib = ortLibraryPath();
+  if (!existsSync(NATIVE_ADDON_PATH) || !lib) {
+    loadError = `not built (run \`npm run build:native\`; it needs a C++ compiler)`;
+    return null;
+  }
+  try {
+    // onnxruntime-node must have loaded its library first: the addon opens the same file.
+    void ort.env;
+    const loaded = require(NATIVE_ADDON_PATH) as Addon;
+    loaded.load(lib);
+    addon = loaded;
+  } catch (err) {
+    loadError = (err as Error).message;
+  }
+  return addon;
+}
+
+/** Why nativeKernels() is null (for `moka` diagnostics and test failures), or null when it is loaded. */
+export function nativeKernelsUnavailableReason(): string | null {
+  nativeKernels();
+  return addon ? null : loadError;
+}
+
+/** An ONNX Runtime session created by the addon, used like an onnxruntime-node InferenceSession. */
+export class NativeSession {
+  private handle: object | null;
+
+  private constructor(
+    private readonly addon: Addon,
+    handle: object,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {
+    this.handle = handle;
+  }
+
+  /** Creates a session from a model file path or the model's bytes. Rejects with ONNX Runtime's message. */
+  static async create(model: string | Uint8Array, options: NativeSessionOptions): Promise<NativeSession> {
+    const a = nativeKernels();
+    if (!a) throw new Error(`moka's native kernels are not available: ${nativeKernelsUnavailableReason()}`);
+    const created = await a.createSession(model, options);
+    return new NativeSession(a, created.session, created.inputNames, created.outputNames);
+  }
+
+  /** Runs the session on `feeds` (by input name) and returns every output, by name. */
+  async run(feeds: Readonly<Record<string, ort.Tensor>>): Promise<Record<string, ort.Tensor>> {
+    if (!this.handle) throw new Error('the session was released');
+    const names = Object.keys(feeds);
+    const inputs = names.map((name): Triple => {
+      const t = feeds[name]!;
+      const type = ELEMENT_TYPE[t.type];
+      if (type === undefined) throw new Error(`input "${name}": ${t.type} tensors are not supported`);
+      return [type, [...t.dims], t.data as ArrayBufferView];
+    });
+    const outputs = await this.addon.run(this.handle, names, inputs, [...this.outputNames]);
+    const result: Record<string, ort.Tensor> = {};
+    outputs.forEach(([elementType, dims, data], i) => {
+      const type = TENSOR_TYPE.get(elementType)!;
+      result[this.outputNames[i]!] = new ort.Tensor(type, arrayOf(type, data as ArrayBuffer) as never, dims);
+    });
+    return result;
+  }
+
+  async release(): Promise<void> {
+    if (!this.handle) return;
+    const h = this.handle;
+    this.handle = null;
+    this.addon.release(h);
+  }
+}

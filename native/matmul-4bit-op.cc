@@ -1,0 +1,151 @@
+// ai.moka MatMul4bit (opset 1): Y = A · deq(B)ᵀ for a bitsandbytes-layout 4-bit weight.
+//
+//   inputs:  A      float32 [..., K]
+//            B      uint8   [ceil(N·K/2)]      codes, high nibble first (as com.microsoft MatMulBnb4)
+//            absmax float32 [ceil(N·K/block_size)]
+//            code   float32 [16]               what each code decodes to (NF4: bitsandbytes' NormalFloat levels)
+//   attrs:   K, N, block_size (ints)
+//   output:  Y      float32 [..., N]
+//
+// Unlike MatMulBnb4 on the CPU provider, which decodes the whole weight to float32 for every product, this
+// decodes one block at a time into registers and reuses it for every row of A: the kernel for token-by-token
+// generation, where A has a handful of rows and the weight's decode dominated the time.
+#include "matmul-4bit-op.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "matmul-4bit.h"
+#include "parallel-for.h"
+
+namespace moka {
+namespace {
+
+const ort::Api* g_api = nullptr;
+
+struct Kernel {
+  int64_t k = 0, n = 0, block_size = 0;
+};
+
+int64_t AttrInt(const ort::KernelInfo* info, const char* name) {
+  int64_t v = 0;
+  ort::Status* s = g_api->KernelInfoGetAttributeInt64(info, name, &v);
+  if (s) {
+    g_api->ReleaseStatus(s);
+    return 0;
+  }
+  return v;
+}
+
+void* CreateKernel(const ort::CustomOp*, const void*, const ort::KernelInfo* info) {
+  auto* kernel = new Kernel;
+  kernel->k = AttrInt(info, "K");
+  kernel->n = AttrInt(info, "N");
+  kernel->block_size = AttrInt(info, "block_size");
+  return kernel;
+}
+
+// Shape of a tensor value; false when it cannot be read.
+bool ShapeOf(const ort::Value* v, int64_t* dims, size_t* rank) {
+  ort::TensorTypeAndShapeInfo* info = nullptr;
+  if (ort::Status* s = g_api->GetTensorTypeAndShape(v, &info)) {
+    g_api->ReleaseStatus(s);
+    return false;
+  }
+  bool ok = true;
+  if (ort::Status* s = g_api->GetDimensionsCount(info, rank)) {
+    g_api->ReleaseStatus(s);
+    ok = false;
+  } else if (*rank > 8) {
+    ok = false;
+  } else if (ort::Status* s2 = g_api->GetDimensions(info, dims, *rank)) {
+    g_api->ReleaseStatus(s2);
+    ok = false;
+  }
+  g_api->ReleaseTensorTypeAndShapeInfo(info);
+  return ok;
+}
+
+template <typename T>
+T* DataOf(const ort::Value* v) {
+  void* p = nullptr;
+  if (ort::Status* s = g_api->GetTensorMutableData(const_cast<ort::Value*>(v), &p)) {
+    g_api->ReleaseStatus(s);
+    return nullptr;
+  }
+  return static_cast<T*>(p);
+}
+
+// The version-13 kernel interface cannot report an error: a malformed call (which moka's graph emitter never
+// makes; it checks shapes when it writes the node) yields NaN outputs rather than reading out of bounds.
+void Compute(void* raw, ort::KernelContext* ctx) {
+  const Kernel& kr = *static_cast<Kernel*>(raw);
+  const ort::Value* in[4] = {};
+  for (size_t i = 0; i < 4; i++) {
+    if (ort::Status* s = g_api->KernelContextGetInput(ctx, i, &in[i])) {
+      g_api->ReleaseStatus(s);
+      return;
+    }
+  }
+  int64_t dims[8];
+  size_t rank = 0;
+  if (!ShapeOf(in[0], dims, &rank) || rank == 0) return;
+  int64_t m = 1;
+  for (size_t i = 0; i + 1 < rank; i++) m *= dims[i];
+  const bool shapes_ok = dims[rank - 1] == kr.k && kr.k > 0 && kr.n > 0 && kr.block_size >= 2 &&
+                         kr.block_size % 2 == 0;
+  dims[rank - 1] = kr.n;
+  ort::Value* out = nullptr;
+  if (ort::Status* s = g_api->KernelContextGetOutput(ctx, 0, dims, rank, &out)) {
+    g_api->ReleaseStatus(s);
+    return;
+  }
+  float* y = DataOf<float>(out);
+  const float* x = DataOf<const float>(in[0]);
+  const uint8_t* packed = DataOf<const uint8_t>(in[1]);
+  const float* absmax = DataOf<const float>(in[2]);
+  const float* code = DataOf<const float>(in[3]);
+  if (!y) return;
+  int64_t b_dims[8], s_dims[8], c_dims[8];
+  size_t b_rank = 0, s_rank = 0, c_rank = 0;
+  const int64_t total = kr.n * kr.k;
+  const bool buffers_ok = shapes_ok && x && packed && absmax && code && ShapeOf(in[1], b_dims, &b_rank) &&
+                          b_rank == 1 && b_dims[0] == (total + 1) / 2 && ShapeOf(in[2], s_dims, &s_rank) &&
+                          s_rank == 1 && s_dims[0] == (total + kr.block_size - 1) / kr.block_size &&
+                          ShapeOf(in[3], c_dims, &c_rank) && c_rank == 1 && c_dims[0] == 16;
+  if (!buffers_ok) {
+    for (int64_t i = 0; i < m * kr.n; i++) y[i] = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  // Output features split across threads; each thread's columns are computed whole, so the result does not
+  // depend on the thread count. The grain keeps a chunk's work well above the cost of waking a thread.
+  const int64_t grain = std::max<int64_t>(16, 262144 / std::max<int64_t>(1, kr.k * m));
+  ParallelFor(kr.n, grain, [&](int64_t begin, int64_t end) {
+    MatMul4bitRows(x, m, kr.k, packed, absmax, code, kr.n, kr.block_size, y, begin, end);
+  });
+}
+
+void Destroy(void* raw) { delete static_cast<Kernel*>(raw); }
+
+const char* Name(const ort::CustomOp*) { return "MatMul4bit"; }
+const char* Provider(const ort::CustomOp*) { return "CPUExecutionProvider"; }
+ort::ElementType InputType(const ort::CustomOp*, size_t i) { return i == 1 ? ort::kUint8 : ort::kFloat; }
+size_t InputCount(const ort::CustomOp*) { return 4; }
+ort::ElementType OutputType(const ort::CustomOp*, size_t) { return ort::kFloat; }
+size_t OutputCount(const ort::CustomOp*) { return 1; }
+int Required(const ort::CustomOp*, size_t) { return 0; }
+int DefaultMemory(const ort::CustomOp*, size_t) { return ort::kMemTypeDefault; }
+
+}  // namespace
+
+const ort::CustomOp* MatMul4bitOp(const ort::Api* api) {
+  g_api = api;
+  static const ort::CustomOp op = {
+      ort::kApiVersion, CreateKernel, Name,    Provider, InputType,     InputCount, OutputType,
+      OutputCount,      Compute,      Destroy, Required, Required,      DefaultMemory,
+  };
+  return &op;
+}
+
+}  // namespace moka
