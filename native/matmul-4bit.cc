@@ -1,0 +1,274 @@
+// CPU kernel of ai.moka MatMul4bit: Y = X · Wᵀ with W kept in bitsandbytes' packed 4-bit form (NF4 or FP4).
+//
+// ONNX Runtime's MatMulBnb4 decodes all of W to float32 for every product; in token-by-token generation (M = 1..32)
+// that decode, not the arithmetic, is the cost. Here each output feature n is decoded a chunk at a time into a small
+// stack buffer and the chunk is reused by every row of X before the next one is decoded, so W is read once per call
+// in packed form and never exists as floats beyond kChunk values.
+//
+// Paths:
+//   fast    K % 16 == 0 and block_size % 16 == 0 (LLaMA weights with block_size 64): a row of W starts on a byte
+//           boundary and every group of 16 codes (8 bytes) shares one absmax, so groups decode with vector lookups.
+//           AVX2+FMA on x86-64 when the CPU has it (chosen at run time), otherwise portable C++.
+//   general anything else (K odd, block_size 2..14 or not a multiple of 16): a plain loop over flat indices.
+//
+// Rounding: a weight is formed as the float product code[q] * absmax, exactly as a float32 decode would form it;
+// only the order of the float additions in the dot product differs from decode-then-dot.
+#include "matmul-4bit.h"
+
+#include <algorithm>
+
+#include "matmul-4bit-internal.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define MOKA_HAVE_AVX2_PATH 1
+#define MOKA_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define MOKA_HAVE_AVX2_PATH 0
+#endif
+
+namespace moka {
+namespace {
+
+constexpr int64_t kGroup = 16;    // codes decoded together: 8 packed bytes, always inside one block on the fast path
+constexpr int64_t kChunk = 256;   // weights of one row decoded at a time (1 KiB): stays in L1 while X's rows read it
+constexpr int64_t kRowTile = 32;  // rows of X whose running sums are held at once (generation has M <= 32)
+constexpr int kLanes = 8;         // partial sums per row of X: one AVX register, or what the auto-vectorizer needs
+
+bool FastPathApplies(int64_t K, int64_t block_size) { return K % kGroup == 0 && block_size % kGroup == 0; }
+
+// Follows the absmax block along a run of flat indices one group at a time, so the hot loop does no division.
+struct BlockCursor {
+  int64_t block;
+  int64_t offset;  // position of the current group inside the block
+  int64_t block_size;
+  BlockCursor(int64_t flat_index, int64_t block_size_)
+      : block(flat_index / block_size_), offset(flat_index % block_size_), block_size(block_size_) {}
+  void NextGroup() {
+    offset += kGroup;
+    if (offset == block_size) {
+      offset = 0;
+      ++block;
+    }
+  }
+};
+
+// ---- general path ----------------------------------------------------------------------------------------------
+
+// Code of flat index i: even i in the high nibble of byte i / 2, odd i in the low nibble (bitsandbytes' order).
+inline int CodeAt(const uint8_t* packed, int64_t i) {
+  const uint8_t byte = packed[i >> 1];
+  return (i & 1) ? (byte & 0x0f) : (byte >> 4);
+}
+
+// Any shape the fast path cannot take. Slow (a division per weight) but only odd shapes land here; the sum is kept
+// in double, which costs nothing that matters here and only tightens the result.
+void GeneralRows(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax, const float* code,
+                 int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    for (int64_t m = 0; m < M; ++m) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t i = n * K + k;
+        const float w = code[CodeAt(packed, i)] * absmax[i / block_size];
+        sum += static_cast<double>(x[m * K + k]) * w;
+      }
+      y[m * N + n] = static_cast<float>(sum);
+    }
+  }
+}
+
+// ---- portable fast path ----------------------------------------------------------------------------------------
+
+// Decodes `count` weights (a multiple of kGroup) starting at flat index i0 (a multiple of kGroup) into w.
+void DecodeChunkScalar(const uint8_t* packed, const float* absmax, const float* code, int64_t block_size,
+                       int64_t i0, int64_t count, float* w) {
+  BlockCursor cursor(i0, block_size);
+  const uint8_t* p = packed + i0 / 2;
+  for (int64_t g = 0; g < count; g += kGroup, p += kGroup / 2, cursor.NextGroup()) {
+    const float scale = absmax[cursor.block];
+    for (int j = 0; j < kGroup / 2; ++j) {
+      w[g + 2 * j] = code[p[j] >> 4] * scale;
+      w[g + 2 * j + 1] = code[p[j] & 0x0f] * scale;
+    }
+  }
+}
+
+// acc[r * kLanes + l] += sum over j ≡ l (mod kLanes) of x[r, j] * w[j]. Lane-wise sums let the compiler vectorize
+// without being allowed to reassociate float additions.
+void DotChunkScalar(const float* x, int64_t K, int64_t rows, const float* w, int64_t count, float* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * K;
+    float* a = acc + r * kLanes;
+    for (int64_t j = 0; j < count; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) a[l] += xr[j + l] * w[j + l];
+    }
+  }
+}
+
+float LaneSum(const float* a) { return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])); }
+
+void FastRowsScalar(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                    const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
+  alignas(32) float w[kChunk];
+  alignas(32) float acc[kRowTile * kLanes];
+  for (int64_t m0 = 0; m0 < M; m0 += kRowTile) {
+    const int64_t rows = std::min(kRowTile, M - m0);
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      std::fill(acc, acc + rows * kLanes, 0.0f);
+      for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+        const int64_t count = std::min(kChunk, K - k0);
+        DecodeChunkScalar(packed, absmax, code, block_size, n * K + k0, count, w);
+        DotChunkScalar(x + m0 * K + k0, K, rows, w, count, acc);
+      }
+      for (int64_t r = 0; r < rows; ++r) y[(m0 + r) * N + n] = LaneSum(acc + r * kLanes);
+    }
+  }
+}
+
+// ---- AVX2 + FMA fast path --------------------------------------------------------------------------------------
+
+#if MOKA_HAVE_AVX2_PATH
+
+// Eight codes (0..15, one per 32-bit lane) to weights: each table register holds 8 of the 16 levels already scaled
+// by the block's absmax; vpermps indexes with the low 3 bits, and bit 3, shifted into the sign bit, picks the table.
+MOKA_AVX2 inline __m256 Lookup(__m256i q, __m256 low_levels, __m256 high_levels) {
+  const __m256 from_low = _mm256_permutevar8x32_ps(low_levels, q);
+  const __m256 from_high = _mm256_permutevar8x32_ps(high_levels, q);
+  return _mm256_blendv_ps(from_low, from_high, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
+}
+
+// Same contract as DecodeChunkScalar, and bit-for-bit the same weights (one float multiply each).
+MOKA_AVX2 void DecodeChunkAvx2(const uint8_t* packed, const float* absmax, const float* code, int64_t block_size,
+                               int64_t i0, int64_t count, float* w) {
+  const __m256 code_low = _mm256_loadu_ps(code);
+  const __m256 code_high = _mm256_loadu_ps(code + 8);
+  const __m128i nibble = _mm_set1_epi8(0x0f);
+  BlockCursor cursor(i0, block_size);
+  int64_t scaled_block = -1;
+  __m256 low_levels = code_low, high_levels = code_high;
+  const uint8_t* p = packed + i0 / 2;
+  for (int64_t g = 0; g < count; g += kGroup, p += kGroup / 2, cursor.NextGroup()) {
+    if (cursor.block != scaled_block) {  // scale the 16 levels once per block, not each weight
+      const __m256 scale = _mm256_broadcast_ss(absmax + cursor.block);
+      low_levels = _mm256_mul_ps(code_low, scale);
+      high_levels = _mm256_mul_ps(code_high, scale);
+      scaled_block = cursor.block;
+    }
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
+    const __m128i low = _mm_and_si128(bytes, nibble);
+    const __m128i codes = _mm_unpacklo_epi8(high, low);  // 16 codes in flat order: hi0 lo0 hi1 lo1 ...
+    _mm256_store_ps(w + g, Lookup(_mm256_cvtepu8_epi32(codes), low_levels, high_levels));
+    _mm256_store_ps(w + g + 8, Lookup(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)), low_levels, high_levels));
+  }
+}
+
+// acc[r] += x[r, 0..count) · w for R rows of X at once: each loaded w register feeds R FMAs, and 2R independent
+// accumulator chains hide the FMA latency.
+template <int R>
+MOKA_AVX2 void DotRowsAvx2(const float* x, int64_t K, const float* w, int64_t count, __m256* acc) {
+  __m256 even[R], odd[R];
+  for (int r = 0; r < R; ++r) {
+    even[r] = acc[r];
+    odd[r] = _mm256_setzero_ps();
+  }
+  for (int64_t j = 0; j < count; j += kGroup) {
+    const __m256 w0 = _mm256_load_ps(w + j);
+    const __m256 w1 = _mm256_load_ps(w + j + 8);
+    for (int r = 0; r < R; ++r) {
+      even[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + j), w0, even[r]);
+      odd[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + j + 8), w1, odd[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_add_ps(even[r], odd[r]);
+}
+
+MOKA_AVX2 void DotChunkAvx2(const float* x, int64_t K, int64_t rows, const float* w, int64_t count, __m256* acc) {
+  int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) DotRowsAvx2<4>(x + r * K, K, w, count, acc + r);
+  switch (rows - r) {
+    case 3: DotRowsAvx2<3>(x + r * K, K, w, count, acc + r); break;
+    case 2: DotRowsAvx2<2>(x + r * K, K, w, count, acc + r); break;
+    case 1: DotRowsAvx2<1>(x + r * K, K, w, count, acc + r); break;
+    default: break;
+  }
+}
+
+MOKA_AVX2 float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+MOKA_AVX2 void FastRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                            const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin,
+                            int64_t n_end) {
+  alignas(32) float w[kChunk];
+  __m256 acc[kRowTile];
+  for (int64_t m0 = 0; m0 < M; m0 += kRowTile) {
+    const int64_t rows = std::min(kRowTile, M - m0);
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      for (int64_t r = 0; r < rows; ++r) acc[r] = _mm256_setzero_ps();
+      for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+        const int64_t count = std::min(kChunk, K - k0);
+        DecodeChunkAvx2(packed, absmax, code, block_size, n * K + k0, count, w);
+        DotChunkAvx2(x + m0 * K + k0, K, rows, w, count, acc);
+      }
+      for (int64_t r = 0; r < rows; ++r) y[(m0 + r) * N + n] = HorizontalSum(acc[r]);
+    }
+  }
+}
+
+#endif  // MOKA_HAVE_AVX2_PATH
+
+}  // namespace
+
+namespace detail {
+
+void MatMul4bitRowsScalar(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                          const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
+  if (FastPathApplies(K, block_size)) {
+    FastRowsScalar(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+  } else {
+    GeneralRows(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+  }
+}
+
+bool HasAvx2Fma() {
+#if MOKA_HAVE_AVX2_PATH
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+void MatMul4bitRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                        const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
+#if MOKA_HAVE_AVX2_PATH
+  if (FastPathApplies(K, block_size)) {
+    FastRowsAvx2(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+    return;
+  }
+#endif
+  // No AVX2 build, or a shape only the general path takes.
+  MatMul4bitRowsScalar(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+}
+
+}  // namespace detail
+
+void MatMul4bitRows(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                    const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
+  if (detail::HasAvx2Fma()) {
+    detail::MatMul4bitRowsAvx2(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+  } else {
+    detail::MatMul4bitRowsScalar(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+  }
+}
+
+}  // namespace moka
