@@ -16,6 +16,7 @@
 #include "matmul-4bit.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "matmul-4bit-internal.h"
 
@@ -33,7 +34,10 @@ namespace {
 constexpr int64_t kGroup = 16;    // codes decoded together: 8 packed bytes, always inside one block on the fast path
 constexpr int64_t kChunk = 256;   // weights of one row decoded at a time (1 KiB): stays in L1 while X's rows read it
 constexpr int64_t kRowTile = 32;  // rows of X whose running sums are held at once (generation has M <= 32)
-constexpr int kLanes = 8;         // partial sums per row of X: one AVX register, or what the auto-vectorizer needs
+constexpr int kLanes = 8;
+// Up to this many rows of X, the AVX2 path decodes W straight into registers, once per eight rows; above it, into a
+// chunk buffer that a 4-row x 2-column register tile reads (less traffic from X per weight; measured faster at 32).
+constexpr int64_t kFusedRowsMax = 16;         // partial sums per row of X: one AVX register, or what the auto-vectorizer needs
 
 bool FastPathApplies(int64_t K, int64_t block_size) { return K % kGroup == 0 && block_size % kGroup == 0; }
 
@@ -130,12 +134,21 @@ void FastRowsScalar(const float* x, int64_t M, int64_t K, const uint8_t* packed,
 
 #if MOKA_HAVE_AVX2_PATH
 
-// Eight codes (0..15, one per 32-bit lane) to weights: each table register holds 8 of the 16 levels already scaled
-// by the block's absmax; vpermps indexes with the low 3 bits, and bit 3, shifted into the sign bit, picks the table.
-MOKA_AVX2 inline __m256 Lookup(__m256i q, __m256 low_levels, __m256 high_levels) {
-  const __m256 from_low = _mm256_permutevar8x32_ps(low_levels, q);
-  const __m256 from_high = _mm256_permutevar8x32_ps(high_levels, q);
-  return _mm256_blendv_ps(from_low, from_high, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
+// Eight weights from four packed bytes. The bytes are broadcast to every 32-bit lane (a load, not a shuffle) and
+// lane l shifts its own nibble down: vpermps reads only the low 3 bits of each index, so no mask is needed, and a
+// left shift puts the nibble's bit 3 in the sign bit, where blendv picks the high table. Each table register holds
+// 8 of the 16 levels already scaled by the block's absmax. Shuffle-port work: two vpermps per 8 weights.
+MOKA_AVX2 inline __m256 DecodeEight(const uint8_t* p, __m256 low_levels, __m256 high_levels) {
+  // Flat order in little-endian bytes: element 2j is the high nibble of byte j (bits 8j+4..8j+7), 2j+1 the low.
+  const __m256i to_index = _mm256_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24);
+  const __m256i to_sign = _mm256_setr_epi32(24, 28, 16, 20, 8, 12, 0, 4);  // 28 - to_index
+  int32_t four;
+  std::memcpy(&four, p, sizeof four);
+  const __m256i bytes = _mm256_set1_epi32(four);
+  const __m256i index = _mm256_srlv_epi32(bytes, to_index);
+  const __m256 from_low = _mm256_permutevar8x32_ps(low_levels, index);
+  const __m256 from_high = _mm256_permutevar8x32_ps(high_levels, index);
+  return _mm256_blendv_ps(from_low, from_high, _mm256_castsi256_ps(_mm256_sllv_epi32(bytes, to_sign)));
 }
 
 // Same contract as DecodeChunkScalar, and bit-for-bit the same weights (one float multiply each).
@@ -143,7 +156,6 @@ MOKA_AVX2 void DecodeChunkAvx2(const uint8_t* packed, const float* absmax, const
                                int64_t i0, int64_t count, float* w) {
   const __m256 code_low = _mm256_loadu_ps(code);
   const __m256 code_high = _mm256_loadu_ps(code + 8);
-  const __m128i nibble = _mm_set1_epi8(0x0f);
   BlockCursor cursor(i0, block_size);
   int64_t scaled_block = -1;
   __m256 low_levels = code_low, high_levels = code_high;
@@ -155,42 +167,47 @@ MOKA_AVX2 void DecodeChunkAvx2(const uint8_t* packed, const float* absmax, const
       high_levels = _mm256_mul_ps(code_high, scale);
       scaled_block = cursor.block;
     }
-    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(bytes, 4), nibble);
-    const __m128i low = _mm_and_si128(bytes, nibble);
-    const __m128i codes = _mm_unpacklo_epi8(high, low);  // 16 codes in flat order: hi0 lo0 hi1 lo1 ...
-    _mm256_store_ps(w + g, Lookup(_mm256_cvtepu8_epi32(codes), low_levels, high_levels));
-    _mm256_store_ps(w + g + 8, Lookup(_mm256_cvtepu8_epi32(_mm_srli_si128(codes, 8)), low_levels, high_levels));
+    _mm256_store_ps(w + g, DecodeEight(p, low_levels, high_levels));
+    _mm256_store_ps(w + g + 8, DecodeEight(p + 4, low_levels, high_levels));
   }
 }
 
-// acc[r] += x[r, 0..count) · w for R rows of X at once: each loaded w register feeds R FMAs, and 2R independent
-// accumulator chains hide the FMA latency.
-template <int R>
-MOKA_AVX2 void DotRowsAvx2(const float* x, int64_t K, const float* w, int64_t count, __m256* acc) {
-  __m256 even[R], odd[R];
-  for (int r = 0; r < R; ++r) {
-    even[r] = acc[r];
-    odd[r] = _mm256_setzero_ps();
+// acc[r * C + c] += x[r, 0..count) · w[c] for R rows of X and C columns of W at once (a register tile): each
+// loaded x register feeds C FMAs and each w register R, so loads stay below the FMA rate, and S independent chains
+// per (r, c) keep enough FMAs in flight to hide their latency without spilling the 16 ymm registers.
+template <int R, int C>
+MOKA_AVX2 void DotTileAvx2(const float* x, int64_t K, const float* w, int64_t count, __m256* acc) {
+  constexpr int S = (2 * R * C + 2 * C <= 14) ? 2 : 1;
+  __m256 sum[S][R * C];
+  for (int rc = 0; rc < R * C; ++rc) {
+    sum[0][rc] = acc[rc];
+    for (int s = 1; s < S; ++s) sum[s][rc] = _mm256_setzero_ps();
   }
-  for (int64_t j = 0; j < count; j += kGroup) {
-    const __m256 w0 = _mm256_load_ps(w + j);
-    const __m256 w1 = _mm256_load_ps(w + j + 8);
-    for (int r = 0; r < R; ++r) {
-      even[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + j), w0, even[r]);
-      odd[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + j + 8), w1, odd[r]);
+  for (int64_t j = 0; j < count; j += 8 * S) {
+    for (int s = 0; s < S; ++s) {
+      __m256 wv[C];
+      for (int c = 0; c < C; ++c) wv[c] = _mm256_load_ps(w + c * kChunk + j + 8 * s);
+      for (int r = 0; r < R; ++r) {
+        const __m256 xv = _mm256_loadu_ps(x + r * K + j + 8 * s);
+        for (int c = 0; c < C; ++c) sum[s][r * C + c] = _mm256_fmadd_ps(xv, wv[c], sum[s][r * C + c]);
+      }
     }
   }
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_add_ps(even[r], odd[r]);
+  for (int rc = 0; rc < R * C; ++rc) {
+    acc[rc] = sum[0][rc];
+    for (int s = 1; s < S; ++s) acc[rc] = _mm256_add_ps(acc[rc], sum[s][rc]);
+  }
 }
 
+// All `rows` rows of X against the C decoded columns in w, four rows at a time.
+template <int C>
 MOKA_AVX2 void DotChunkAvx2(const float* x, int64_t K, int64_t rows, const float* w, int64_t count, __m256* acc) {
   int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) DotRowsAvx2<4>(x + r * K, K, w, count, acc + r);
+  for (; r + 4 <= rows; r += 4) DotTileAvx2<4, C>(x + r * K, K, w, count, acc + r * C);
   switch (rows - r) {
-    case 3: DotRowsAvx2<3>(x + r * K, K, w, count, acc + r); break;
-    case 2: DotRowsAvx2<2>(x + r * K, K, w, count, acc + r); break;
-    case 1: DotRowsAvx2<1>(x + r * K, K, w, count, acc + r); break;
+    case 3: DotTileAvx2<3, C>(x + r * K, K, w, count, acc + r * C); break;
+    case 2: DotTileAvx2<2, C>(x + r * K, K, w, count, acc + r * C); break;
+    case 1: DotTileAvx2<1, C>(x + r * K, K, w, count, acc + r * C); break;
     default: break;
   }
 }
@@ -202,22 +219,89 @@ MOKA_AVX2 float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Output features n .. n+C-1 for `rows` rows of X (already offset to the tile's first row): decode a chunk of
+// each of the C rows of W, run every row of X over them, repeat along K.
+template <int C>
+MOKA_AVX2 void ColumnsAvx2(const float* x, int64_t rows, int64_t K, const uint8_t* packed, const float* absmax,
+                           const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
+  alignas(32) float w[C * kChunk];
+  __m256 acc[kRowTile * C];
+  for (int64_t rc = 0; rc < rows * C; ++rc) acc[rc] = _mm256_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+    const int64_t count = std::min(kChunk, K - k0);
+    for (int c = 0; c < C; ++c)
+      DecodeChunkAvx2(packed, absmax, code, block_size, (n + c) * K + k0, count, w + c * kChunk);
+    DotChunkAvx2<C>(x + k0, K, rows, w, count, acc);
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int c = 0; c < C; ++c) y[r * N + n + c] = HorizontalSum(acc[r * C + c]);
+}
+
+// Output feature n for R <= 8 rows of X, decoding straight into registers: skipping a buffer saves a store and a
+// load per 8 weights, which is most of the cost when few rows share each decoded weight. y[r * N + n] for r < R.
+// S chains per row: two while R <= 4, so that even R = 1 keeps enough FMAs in flight; one at R = 8 (registers).
+template <int R>
+MOKA_AVX2 void FusedRowsAvx2(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
+                             const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
+  const __m256 code_low = _mm256_loadu_ps(code);
+  const __m256 code_high = _mm256_loadu_ps(code + 8);
+  BlockCursor cursor(n * K, block_size);
+  int64_t scaled_block = -1;
+  __m256 low_levels = code_low, high_levels = code_high;
+  constexpr int S = R <= 4 ? 2 : 1;
+  __m256 acc[S][R];
+  for (int s = 0; s < S; ++s)
+    for (int r = 0; r < R; ++r) acc[s][r] = _mm256_setzero_ps();
+  const uint8_t* p = packed + n * K / 2;
+  for (int64_t k = 0; k < K; k += kGroup, p += kGroup / 2, cursor.NextGroup()) {
+    if (cursor.block != scaled_block) {  // scale the 16 levels once per block, not each weight
+      const __m256 scale = _mm256_broadcast_ss(absmax + cursor.block);
+      low_levels = _mm256_mul_ps(code_low, scale);
+      high_levels = _mm256_mul_ps(code_high, scale);
+      scaled_block = cursor.block;
+    }
+    const __m256 w0 = DecodeEight(p, low_levels, high_levels);
+    const __m256 w1 = DecodeEight(p + 4, low_levels, high_levels);
+    for (int r = 0; r < R; ++r) {
+      acc[0][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + k), w0, acc[0][r]);
+      acc[S - 1][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + k + 8), w1, acc[S - 1][r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r * N + n] = HorizontalSum(S == 2 ? _mm256_add_ps(acc[0][r], acc[S - 1][r]) : acc[0][r]);
+}
+
+// Output feature n for all `rows` rows of X, eight rows (eight FMA chains) per pass over the packed row.
+MOKA_AVX2 void FusedColumnAvx2(const float* x, int64_t rows, int64_t K, const uint8_t* packed, const float* absmax,
+                               const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8) FusedRowsAvx2<8>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
+  if (r + 4 <= rows) {
+    FusedRowsAvx2<4>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
+    r += 4;
+  }
+  switch (rows - r) {
+    case 3: FusedRowsAvx2<3>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
+    case 2: FusedRowsAvx2<2>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
+    case 1: FusedRowsAvx2<1>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
+    default: break;
+  }
+}
+
 MOKA_AVX2 void FastRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
                             const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin,
                             int64_t n_end) {
-  alignas(32) float w[kChunk];
-  __m256 acc[kRowTile];
   for (int64_t m0 = 0; m0 < M; m0 += kRowTile) {
     const int64_t rows = std::min(kRowTile, M - m0);
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      for (int64_t r = 0; r < rows; ++r) acc[r] = _mm256_setzero_ps();
-      for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
-        const int64_t count = std::min(kChunk, K - k0);
-        DecodeChunkAvx2(packed, absmax, code, block_size, n * K + k0, count, w);
-        DotChunkAvx2(x + m0 * K + k0, K, rows, w, count, acc);
-      }
-      for (int64_t r = 0; r < rows; ++r) y[(m0 + r) * N + n] = HorizontalSum(acc[r]);
+    const float* xt = x + m0 * K;
+    float* yt = y + m0 * N;
+    if (rows <= kFusedRowsMax) {
+      for (int64_t n = n_begin; n < n_end; ++n)
+        FusedColumnAvx2(xt, rows, K, packed, absmax, code, N, block_size, yt, n);
+      continue;
     }
+    int64_t n = n_begin;
+    for (; n + 2 <= n_end; n += 2) ColumnsAvx2<2>(xt, rows, K, packed, absmax, code, N, block_size, yt, n);
+    if (n < n_end) ColumnsAvx2<1>(xt, rows, K, packed, absmax, code, N, block_size, yt, n);
   }
 }
 

@@ -161,7 +161,7 @@ int main() {
       {"scalar", moka::detail::MatMul4bitRowsScalar, true},
       {"avx2", moka::detail::MatMul4bitRowsAvx2, moka::detail::HasAvx2Fma()},
   };
-  const int64_t Ms[] = {1, 3, 17, 33};
+  const int64_t Ms[] = {1, 3, 6, 13, 17, 33};
   const int64_t NKs[][2] = {{1, 64}, {5, 128}, {64, 4096}, {7, 96}, {3, 33}, {130, 64}, {4, 272}};
   const int64_t block_sizes[] = {64, 32, 2, 48};
 
