@@ -243,22 +243,25 @@ MOKA_AVX2 void ColumnsAvx2(const float* x, int64_t rows, int64_t K, const uint8_
 template <int R>
 MOKA_AVX2 void FusedRowsAvx2(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
                              const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
-  const __m256 code_low = _mm256_loadu_ps(code);
-  const __m256 code_high = _mm256_loadu_ps(code + 8);
-  BlockCursor cursor(n * K, block_size);
-  int64_t scaled_block = -1;
-  __m256 low_levels = code_low, high_levels = code_high;
   constexpr int S = R <= 4 ? 2 : 1;
   __m256 acc[S][R];
   for (int s = 0; s < S; ++s)
     for (int r = 0; r < R; ++r) acc[s][r] = _mm256_setzero_ps();
+  const __m256 code_low = _mm256_loadu_ps(code);
+  const __m256 code_high = _mm256_loadu_ps(code + 8);
+  // The 16 levels scaled by the current block's absmax; rescaled when k reaches the next block (the first block
+  // may start before the row does when blocks straddle rows). One loop, so the accumulators stay in registers.
+  int64_t block = n * K / block_size;
+  int64_t next_block_k = block_size - n * K % block_size;
+  __m256 scale = _mm256_broadcast_ss(absmax + block);
+  __m256 low_levels = _mm256_mul_ps(code_low, scale), high_levels = _mm256_mul_ps(code_high, scale);
   const uint8_t* p = packed + n * K / 2;
-  for (int64_t k = 0; k < K; k += kGroup, p += kGroup / 2, cursor.NextGroup()) {
-    if (cursor.block != scaled_block) {  // scale the 16 levels once per block, not each weight
-      const __m256 scale = _mm256_broadcast_ss(absmax + cursor.block);
+  for (int64_t k = 0; k < K; k += kGroup, p += kGroup / 2) {
+    if (k == next_block_k) {
+      next_block_k += block_size;
+      scale = _mm256_broadcast_ss(absmax + ++block);
       low_levels = _mm256_mul_ps(code_low, scale);
       high_levels = _mm256_mul_ps(code_high, scale);
-      scaled_block = cursor.block;
     }
     const __m256 w0 = DecodeEight(p, low_levels, high_levels);
     const __m256 w1 = DecodeEight(p + 4, low_levels, high_levels);
