@@ -20,7 +20,8 @@
 
 #include "matmul-4bit-internal.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
+// MOKA_MATMUL4BIT_NO_AVX2 builds the portable path only, as on aarch64: the test uses it to check that build here.
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(MOKA_MATMUL4BIT_NO_AVX2)
 #include <immintrin.h>
 #define MOKA_HAVE_AVX2_PATH 1
 #define MOKA_AVX2 __attribute__((target("avx2,fma")))

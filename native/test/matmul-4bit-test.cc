@@ -1,6 +1,7 @@
 // Correctness test of moka::MatMul4bitRows (native/matmul-4bit.cc) against a double-precision reference.
 //
-// Every path is run on this machine: the run-time dispatch, the portable path (detail::MatMul4bitRowsScalar) and,
+// Every path is run on this machine (build with -DMOKA_MATMUL4BIT_NO_AVX2 to check the portable-only build, as on
+// aarch64): the run-time dispatch, the portable path (detail::MatMul4bitRowsScalar) and,
 // when the CPU has it, the AVX2+FMA path (detail::MatMul4bitRowsAvx2). Shapes cover the fast path (K % 16 == 0 and
 // block_size % 16 == 0, with and without blocks straddling rows), the general path (K odd, block_size 2), M above
 // the kernel's row tile, and split n ranges whose outside columns must stay untouched.
