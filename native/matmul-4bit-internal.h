@@ -17,5 +17,12 @@ bool HasAvx2Fma();
 void MatMul4bitRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
                         const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end);
 
+// True when this build has the AVX-512 path and the CPU (and OS) support AVX-512F as well as AVX2+FMA.
+bool HasAvx512();
+
+// The AVX-512 path; call only when HasAvx512(). Same contract as MatMul4bitRows.
+void MatMul4bitRowsAvx512(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                          const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end);
+
 }  // namespace detail
 }  // namespace moka

@@ -1,14 +1,16 @@
 // CPU kernel of ai.moka MatMul4bit: Y = X · Wᵀ with W kept in bitsandbytes' packed 4-bit form (NF4 or FP4).
 //
 // ONNX Runtime's MatMulBnb4 decodes all of W to float32 for every product; in token-by-token generation (M = 1..32)
-// that decode, not the arithmetic, is the cost. Here each output feature n is decoded a chunk at a time into a small
-// stack buffer and the chunk is reused by every row of X before the next one is decoded, so W is read once per call
-// in packed form and never exists as floats beyond kChunk values.
+// that decode, not the arithmetic, is the cost. Here W is read once per call in packed form and decoded a group of
+// 16 codes at a time, either straight into the registers that feed the FMAs (up to kFusedRowsMax rows of X) or into
+// a kChunk-float stack buffer that every row of X reads before the next chunk is decoded (more rows): W never exists
+// as floats beyond that.
 //
 // Paths:
 //   fast    K % 16 == 0 and block_size % 16 == 0 (LLaMA weights with block_size 64): a row of W starts on a byte
 //           boundary and every group of 16 codes (8 bytes) shares one absmax, so groups decode with vector lookups.
-//           AVX2+FMA on x86-64 when the CPU has it (chosen at run time), otherwise portable C++.
+//           On x86-64, chosen at run time: AVX-512F (16-lane lookups; tiles above kFusedRowsMax rows use AVX2),
+//           else AVX2+FMA, else portable C++ (also what other architectures build).
 //   general anything else (K odd, block_size 2..14 or not a multiple of 16): a plain loop over flat indices.
 //
 // Rounding: a weight is formed as the float product code[q] * absmax, exactly as a float32 decode would form it;
@@ -25,6 +27,7 @@
 #include <immintrin.h>
 #define MOKA_HAVE_AVX2_PATH 1
 #define MOKA_AVX2 __attribute__((target("avx2,fma")))
+#define MOKA_AVX512 __attribute__((target("avx2,fma,avx512f")))
 #else
 #define MOKA_HAVE_AVX2_PATH 0
 #endif
@@ -309,6 +312,99 @@ MOKA_AVX2 void FastRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t*
   }
 }
 
+// ---- AVX-512 fused path (same scheme as the AVX2 fused rows, 16 lanes) ----------------------------------------
+
+// GCC 12 reports its own AVX-512 intrinsics (their _mm512_undefined_* pass-through operand) as "maybe used
+// uninitialized" once inlined here (GCC bug 105593); the warning is about the header, not this code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+//
+// One vpermps over a zmm holds all 16 scaled levels, so a group of 16 weights costs one dword spread (a shuffle),
+// one variable shift and one lookup, against four lookups and two blends in AVX2.
+
+// Sixteen weights from eight packed bytes: dword 0 (bytes 0..3) goes to lanes 0..7, dword 1 to lanes 8..15, and
+// each lane shifts its own nibble down; vpermps reads only the low 4 bits of the index.
+MOKA_AVX512 inline __m512 DecodeSixteen(const uint8_t* p, __m512 levels) {
+  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m512i to_index = _mm512_setr_epi32(4, 0, 12, 8, 20, 16, 28, 24, 4, 0, 12, 8, 20, 16, 28, 24);
+  const __m128i eight = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  const __m512i bytes = _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(eight));
+  return _mm512_permutexvar_ps(_mm512_srlv_epi32(bytes, to_index), levels);
+}
+
+// The 16 levels scaled by the absmax of the block that holds group k (groups arrive in order).
+MOKA_AVX512 inline void NextBlockAt(int64_t k, int64_t block_size, const float* absmax, __m512 code16,
+                                    int64_t& block, int64_t& next_block_k, __m512& levels) {
+  if (k == next_block_k) {
+    next_block_k += block_size;
+    levels = _mm512_mul_ps(code16, _mm512_set1_ps(absmax[++block]));
+  }
+}
+
+// Output feature n for R <= 8 rows of X; two accumulator chains per row (even and odd groups of 16).
+template <int R>
+MOKA_AVX512 void FusedRowsAvx512(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
+                                 const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
+  __m512 even[R], odd[R];
+  for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
+  const __m512 code16 = _mm512_loadu_ps(code);
+  int64_t block = n * K / block_size;
+  int64_t next_block_k = block_size - n * K % block_size;
+  __m512 levels = _mm512_mul_ps(code16, _mm512_set1_ps(absmax[block]));
+  const uint8_t* p = packed + n * K / 2;
+  int64_t k = 0;
+  for (; k + 2 * kGroup <= K; k += 2 * kGroup, p += kGroup) {
+    NextBlockAt(k, block_size, absmax, code16, block, next_block_k, levels);
+    const __m512 w0 = DecodeSixteen(p, levels);
+    NextBlockAt(k + kGroup, block_size, absmax, code16, block, next_block_k, levels);
+    const __m512 w1 = DecodeSixteen(p + kGroup / 2, levels);
+    for (int r = 0; r < R; ++r) {
+      even[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k), w0, even[r]);
+      odd[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k + kGroup), w1, odd[r]);
+    }
+  }
+  if (k < K) {  // K is an odd number of groups
+    NextBlockAt(k, block_size, absmax, code16, block, next_block_k, levels);
+    const __m512 w0 = DecodeSixteen(p, levels);
+    for (int r = 0; r < R; ++r) even[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k), w0, even[r]);
+  }
+  for (int r = 0; r < R; ++r) y[r * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
+}
+
+MOKA_AVX512 void FusedColumnAvx512(const float* x, int64_t rows, int64_t K, const uint8_t* packed,
+                                   const float* absmax, const float* code, int64_t N, int64_t block_size, float* y,
+                                   int64_t n) {
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8) FusedRowsAvx512<8>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
+  if (r + 4 <= rows) {
+    FusedRowsAvx512<4>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
+    r += 4;
+  }
+  switch (rows - r) {
+    case 3: FusedRowsAvx512<3>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
+    case 2: FusedRowsAvx512<2>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
+    case 1: FusedRowsAvx512<1>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
+    default: break;
+  }
+}
+
+// Tiles of more than kFusedRowsMax rows keep the AVX2 buffered path.
+MOKA_AVX512 void FastRowsAvx512(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                                const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin,
+                                int64_t n_end) {
+  for (int64_t m0 = 0; m0 < M; m0 += kRowTile) {
+    const int64_t rows = std::min(kRowTile, M - m0);
+    if (rows > kFusedRowsMax) {
+      FastRowsAvx2(x + m0 * K, rows, K, packed, absmax, code, N, block_size, y + m0 * N, n_begin, n_end);
+      continue;
+    }
+    for (int64_t n = n_begin; n < n_end; ++n)
+      FusedColumnAvx512(x + m0 * K, rows, K, packed, absmax, code, N, block_size, y + m0 * N, n);
+  }
+}
+#pragma GCC diagnostic pop
+
 #endif  // MOKA_HAVE_AVX2_PATH
 
 }  // namespace
@@ -336,6 +432,29 @@ bool HasAvx2Fma() {
 #endif
 }
 
+bool HasAvx512() {
+#if MOKA_HAVE_AVX2_PATH
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return HasAvx2Fma() && __builtin_cpu_supports("avx512f");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+void MatMul4bitRowsAvx512(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
+                          const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
+#if MOKA_HAVE_AVX2_PATH
+  if (FastPathApplies(K, block_size)) {
+    FastRowsAvx512(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+    return;
+  }
+#endif
+  MatMul4bitRowsScalar(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+}
+
 void MatMul4bitRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
                         const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
 #if MOKA_HAVE_AVX2_PATH
@@ -352,7 +471,9 @@ void MatMul4bitRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* pac
 
 void MatMul4bitRows(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
                     const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {
-  if (detail::HasAvx2Fma()) {
+  if (detail::HasAvx512()) {
+    detail::MatMul4bitRowsAvx512(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
+  } else if (detail::HasAvx2Fma()) {
     detail::MatMul4bitRowsAvx2(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);
   } else {
     detail::MatMul4bitRowsScalar(x, M, K, packed, absmax, code, N, block_size, y, n_begin, n_end);

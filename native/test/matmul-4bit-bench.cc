@@ -1,8 +1,8 @@
 // Single-thread benchmark of moka::MatMul4bitRows at LLaMA-2-7B shapes, block_size 64.
 //
 // For [N, K] in {[4096, 4096], [11008, 4096]} and M in {1, 4, 16}: ns per weight and GB/s of packed weight read
-// (N * K / 2 bytes per call; absmax adds 1/32 of that and is not counted), for the AVX2+FMA path and the portable
-// path. Also the plain float32 decode of the whole weight (a straightforward loop of our own, standing in for what
+// (N * K / 2 bytes per call; absmax adds 1/32 of that and is not counted), for the AVX-512, AVX2+FMA and portable
+// paths. Also the plain float32 decode of the whole weight (a straightforward loop of our own, standing in for what
 // MatMulBnb4 does before its sgemm), whose cost comes before any arithmetic.
 //
 // The weight is copied until the copies exceed 64 MiB and the calls rotate through them, so each call reads its
@@ -87,7 +87,9 @@ void Report(const char* what, int64_t N, int64_t K, int64_t M, double seconds) {
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 15;
   const bool avx2 = moka::detail::HasAvx2Fma();
+  const bool avx512 = moka::detail::HasAvx512();
   if (!avx2) std::printf("AVX2+FMA path unavailable here: only the portable path is timed\n");
+  if (avx2 && !avx512) std::printf("AVX-512 path unavailable here: not timed\n");
   std::mt19937 rng(7);
   const int64_t shapes[][2] = {{4096, 4096}, {11008, 4096}};
   for (const auto& shape : shapes) {
@@ -104,6 +106,7 @@ int main(int argc, char** argv) {
                  0, N);
         });
       };
+      if (avx512) Report("avx512", N, K, M, timed(moka::detail::MatMul4bitRowsAvx512));
       if (avx2) Report("avx2", N, K, M, timed(moka::detail::MatMul4bitRowsAvx2));
       Report("scalar", N, K, M, timed(moka::detail::MatMul4bitRowsScalar));
     }
