@@ -38,10 +38,10 @@ namespace {
 constexpr int64_t kGroup = 16;    // codes decoded together: 8 packed bytes, always inside one block on the fast path
 constexpr int64_t kChunk = 256;   // weights of one row decoded at a time (1 KiB): stays in L1 while X's rows read it
 constexpr int64_t kRowTile = 32;  // rows of X whose running sums are held at once (generation has M <= 32)
-constexpr int kLanes = 8;
-// Up to this many rows of X, the AVX2 path decodes W straight into registers, once per eight rows; above it, into a
-// chunk buffer that a 4-row x 2-column register tile reads (less traffic from X per weight; measured faster at 32).
-constexpr int64_t kFusedRowsMax = 16;         // partial sums per row of X: one AVX register, or what the auto-vectorizer needs
+constexpr int kLanes = 8;         // partial sums per row of X: one AVX register, or what the auto-vectorizer needs
+// Up to this many rows of X, the vector paths decode W straight into registers, once per eight rows; above it, into
+// a chunk buffer that a 4-row x 2-column register tile reads (less traffic from X per weight; measured faster at 32).
+constexpr int64_t kFusedRowsMax = 16;
 
 bool FastPathApplies(int64_t K, int64_t block_size) { return K % kGroup == 0 && block_size % kGroup == 0; }
 
