@@ -22,8 +22,10 @@
 
 #include "matmul-4bit-internal.h"
 
-// MOKA_MATMUL4BIT_NO_AVX2 builds the portable path only, as on aarch64: the test uses it to check that build here.
-#if (defined(__x86_64__) || defined(_M_X64)) && !defined(MOKA_MATMUL4BIT_NO_AVX2)
+// The vector paths need GCC or Clang (target attributes, __builtin_cpu_supports); other compilers and other
+// architectures build the portable path only. So does MOKA_MATMUL4BIT_NO_AVX2, which the test uses to check that
+// build on x86-64.
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && !defined(MOKA_MATMUL4BIT_NO_AVX2)
 #include <immintrin.h>
 #define MOKA_HAVE_AVX2_PATH 1
 #define MOKA_AVX2 __attribute__((target("avx2,fma")))
