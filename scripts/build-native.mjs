@@ -23,7 +23,9 @@ const optional = process.argv.includes('--optional');
 
 function fail(message) {
   if (optional) {
-    process.stderr.write(`moka: native kernels not built (${message}); NF4 generation will use ONNX Runtime's slower MatMulBnb4.\n`);
+    process.stderr.write(
+      `moka: native kernels not built (${message}); NF4 generation will use ONNX Runtime's slower MatMulBnb4.\n`,
+    );
     process.exit(0);
   }
   process.stderr.write(`build-native: ${message}\n`);
@@ -42,13 +44,22 @@ function findCompiler() {
   return null;
 }
 
-if (process.platform !== 'linux' && process.platform !== 'darwin') fail(`${process.platform} is not supported`);
+if (process.platform !== 'linux' && process.platform !== 'darwin')
+  fail(`${process.platform} is not supported`);
 const cxx = findCompiler();
 if (!cxx) fail('no C++ compiler found: install one (Debian: apt-get install g++) or set $CXX');
 
 const sources = SOURCES.map((f) => join(ROOT, 'native', f));
-const headers = ['ort-abi.h', 'matmul-4bit.h', 'matmul-4bit-op.h', 'parallel-for.h'].map((f) => join(ROOT, 'native', f));
-const newest = Math.max(...[...sources, ...headers, fileURLToPath(import.meta.url)].map((f) => statSync(f).mtimeMs));
+const headers = [
+  'ort-abi.h',
+  'matmul-4bit.h',
+  'matmul-4bit-internal.h',
+  'matmul-4bit-op.h',
+  'parallel-for.h',
+].map((f) => join(ROOT, 'native', f));
+const newest = Math.max(
+  ...[...sources, ...headers, fileURLToPath(import.meta.url)].map((f) => statSync(f).mtimeMs),
+);
 if (existsSync(OUT) && statSync(OUT).mtimeMs >= newest && !process.argv.includes('--force')) process.exit(0);
 
 const require = createRequire(import.meta.url);

@@ -251,10 +251,12 @@ function emitDequantized(
 /**
  * Rows of x up to which an NF4 product runs moka's own kernel (ai.moka MatMul4bit, native/matmul-4bit.cc) when
  * the session allows it: token-by-token generation and short prompts. It decodes each block of the weight
- * once into registers for all rows, where MatMulBnb4 decodes the whole weight into memory and runs one SGEMM;
- * past a few dozen rows the SGEMM's blocking wins (measured in bench/quant.bench.ts).
+ * once into registers for all rows, where MatMulBnb4 decodes the whole weight into memory and runs one SGEMM.
+ * Measured on an 11008 × 4096 LLaMA-2-7B weight (2 threads): 2.9× faster than MatMulBnb4 at 4 rows, 1.9× at 16,
+ * 1.4× at 20, and on a par or slower from 24 rows, where the SGEMM's blocking wins (bench/matmul-4bit.bench.ts
+ * has the 1- and 16-row figures).
  */
-export const MATMUL_4BIT_MAX_ROWS = 32;
+export const MATMUL_4BIT_MAX_ROWS = 16;
 
 function useMatMul4bit(ctx: EmitContext, attrs: QuantLinearAttrs, x: Tensor): boolean {
   if (!ctx.nativeKernels || attrs.format !== 'nf4' || !attrs.levels || x.dtype !== 'float32') return false;

@@ -4,7 +4,7 @@
  *   - the addon is built and loads (`npm test` builds it first; a missing compiler fails here, loudly);
  *   - a product with few rows runs MatMul4bit, one with more rows (or with native kernels off) MatMulBnb4;
  *   - its result equals x·deq(W)ᵀ computed in float64 (rel < 1e-5: float32 summation order only) and
- *     MatMulBnb4's (rel < 1e-5), for whole and partial blocks, odd element counts, 1 to 32 rows;
+ *     MatMulBnb4's (rel < 1e-5), for whole and partial blocks, odd element counts, 1 to MATMUL_4BIT_MAX_ROWS rows;
  *   - sessions run concurrently give the same bytes as one after another;
  *   - a whole NF4 LLaMA gives the same greedy tokens with and without it, and the same scores (abs < 1e-4);
  *   - a model ONNX Runtime rejects is an error with its message, not a crash.
