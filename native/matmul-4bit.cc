@@ -173,8 +173,9 @@ MOKA_AVX2 void DecodeChunkAvx2(const uint8_t* packed, const float* absmax, const
       high_levels = _mm256_mul_ps(code_high, scale);
       scaled_block = cursor.block;
     }
-    _mm256_store_ps(w + g, DecodeEight(p, low_levels, high_levels));
-    _mm256_store_ps(w + g + 8, DecodeEight(p + 4, low_levels, high_levels));
+    // Unaligned stores (no slower on aligned addresses): Dequantize4bit writes into ONNX Runtime's output.
+    _mm256_storeu_ps(w + g, DecodeEight(p, low_levels, high_levels));
+    _mm256_storeu_ps(w + g + 8, DecodeEight(p + 4, low_levels, high_levels));
   }
 }
 
@@ -470,6 +471,27 @@ void MatMul4bitRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* pac
 }
 
 }  // namespace detail
+
+void Dequantize4bit(const uint8_t* packed, const float* absmax, const float* code, int64_t block_size,
+                    int64_t i_begin, int64_t i_end, float* w) {
+  int64_t i = i_begin;
+  // Vector groups: 16 codes starting on a multiple of 16 share one absmax when the block is a multiple of 16.
+  if (block_size % kGroup == 0 && i % kGroup == 0) {
+    const int64_t groups_end = i + (i_end - i) / kGroup * kGroup;
+    for (int64_t i0 = i; i0 < groups_end; i0 += kChunk) {
+      const int64_t count = std::min(kChunk, groups_end - i0);
+#if MOKA_HAVE_AVX2_PATH
+      if (detail::HasAvx2Fma()) {
+        DecodeChunkAvx2(packed, absmax, code, block_size, i0, count, w + (i0 - i_begin));
+        continue;
+      }
+#endif
+      DecodeChunkScalar(packed, absmax, code, block_size, i0, count, w + (i0 - i_begin));
+    }
+    i = groups_end;
+  }
+  for (; i < i_end; ++i) w[i - i_begin] = code[CodeAt(packed, i)] * absmax[i / block_size];
+}
 
 void MatMul4bitRows(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
                     const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end) {

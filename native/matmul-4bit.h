@@ -21,4 +21,11 @@ namespace moka {
 void MatMul4bitRows(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
                     const float* code, int64_t N, int64_t block_size, float* y, int64_t n_begin, int64_t n_end);
 
+// W[i] = code[q(i)] * absmax[i / block_size] for the flat indices i in [i_begin, i_end) of the weight, written to
+// w[0 .. i_end - i_begin): the float32 decode of a bitsandbytes 4-bit weight (what bitsandbytes'
+// dequantize_4bit computes), for the products no fused kernel covers (many rows, the backward's dY · W).
+// Each value is the float32 product code[q] * absmax, bit for bit what a scalar decode gives.
+void Dequantize4bit(const uint8_t* packed, const float* absmax, const float* code, int64_t block_size,
+                    int64_t i_begin, int64_t i_end, float* w);
+
 }  // namespace moka

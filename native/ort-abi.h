@@ -24,6 +24,8 @@ struct CustomOpDomain;
 struct KernelInfo;
 struct KernelContext;
 struct Allocator;
+struct RunOptions;
+struct ArenaCfg;
 
 constexpr uint32_t kApiVersion = 13;
 
@@ -48,6 +50,7 @@ enum ElementType : int {
 // OrtLoggingLevel, OrtAllocatorType, OrtMemType: the values used here.
 constexpr int kLoggingError = 3;
 constexpr int kDeviceAllocator = 0;
+constexpr int kArenaAllocator = 1;
 constexpr int kMemTypeDefault = 0;
 
 // Positions of the OrtApi slots used (0-based index into the table of function pointers).
@@ -58,7 +61,9 @@ enum Slot : int {
   kCreateSessionFromArray = 8,
   kRun = 9,
   kCreateSessionOptions = 10,
+  kCreateRunOptions = 39,
   kSetOptimizedModelFilePath = 11,
+  kEnableProfiling = 14,
   kEnableCpuMemArena = 18,
   kDisableCpuMemArena = 19,
   kDisableMemPattern = 17,
@@ -78,6 +83,7 @@ enum Slot : int {
   kGetDimensionsCount = 61,
   kGetDimensions = 62,
   kGetTensorTypeAndShape = 65,
+  kCreateMemoryInfo = 68,
   kCreateCpuMemoryInfo = 69,
   kAllocatorFree = 76,
   kGetAllocatorWithDefaultOptions = 78,
@@ -88,9 +94,14 @@ enum Slot : int {
   kReleaseMemoryInfo = 94,
   kReleaseSession = 95,
   kReleaseValue = 96,
+  kReleaseRunOptions = 97,
   kReleaseTensorTypeAndShapeInfo = 99,
   kReleaseSessionOptions = 100,
   kAddSessionConfigEntry = 130,
+  kCreateAndRegisterAllocator = 144,
+  kReleaseArenaCfg = 157,
+  kCreateArenaCfgV2 = 164,
+  kAddRunConfigEntry = 165,
 };
 
 // OrtApiBase: {GetApi, GetVersionString}; the library exports OrtGetApiBase().
@@ -137,17 +148,38 @@ class Api {
     using F = Status* (*)(const Env*, const void*, size_t, const SessionOptions*, Session**);
     return fn<F>(kCreateSessionFromArray)(env, data, bytes, o, out);
   }
-  Status* Run(Session* s, const char* const* in_names, const Value* const* in, size_t n_in,
-              const char* const* out_names, size_t n_out, Value** out) const {
-    using F = Status* (*)(Session*, const void*, const char* const*, const Value* const*, size_t, const char* const*,
-                          size_t, Value**);
-    return fn<F>(kRun)(s, nullptr, in_names, in, n_in, out_names, n_out, out);
+  Status* Run(Session* s, const RunOptions* options, const char* const* in_names, const Value* const* in,
+              size_t n_in, const char* const* out_names, size_t n_out, Value** out) const {
+    using F = Status* (*)(Session*, const RunOptions*, const char* const*, const Value* const*, size_t,
+                          const char* const*, size_t, Value**);
+    return fn<F>(kRun)(s, options, in_names, in, n_in, out_names, n_out, out);
+  }
+  Status* CreateRunOptions(RunOptions** out) const { return fn<Status* (*)(RunOptions**)>(kCreateRunOptions)(out); }
+  Status* AddRunConfigEntry(RunOptions* o, const char* key, const char* value) const {
+    return fn<Status* (*)(RunOptions*, const char*, const char*)>(kAddRunConfigEntry)(o, key, value);
+  }
+  void ReleaseRunOptions(RunOptions* o) const { fn<void (*)(RunOptions*)>(kReleaseRunOptions)(o); }
+  Status* CreateMemoryInfo(const char* name, int allocator_type, int id, int mem_type, MemoryInfo** out) const {
+    return fn<Status* (*)(const char*, int, int, int, MemoryInfo**)>(kCreateMemoryInfo)(name, allocator_type, id,
+                                                                                        mem_type, out);
+  }
+  Status* CreateArenaCfgV2(const char* const* keys, const size_t* values, size_t n, ArenaCfg** out) const {
+    using F = Status* (*)(const char* const*, const size_t*, size_t, ArenaCfg**);
+    return fn<F>(kCreateArenaCfgV2)(keys, values, n, out);
+  }
+  void ReleaseArenaCfg(ArenaCfg* c) const { fn<void (*)(ArenaCfg*)>(kReleaseArenaCfg)(c); }
+  Status* CreateAndRegisterAllocator(Env* env, const MemoryInfo* info, const ArenaCfg* cfg) const {
+    using F = Status* (*)(Env*, const MemoryInfo*, const ArenaCfg*);
+    return fn<F>(kCreateAndRegisterAllocator)(env, info, cfg);
   }
   Status* CreateSessionOptions(SessionOptions** out) const {
     return fn<Status* (*)(SessionOptions**)>(kCreateSessionOptions)(out);
   }
   Status* SetOptimizedModelFilePath(SessionOptions* o, const char* path) const {
     return fn<Status* (*)(SessionOptions*, const char*)>(kSetOptimizedModelFilePath)(o, path);
+  }
+  Status* EnableProfiling(SessionOptions* o, const char* prefix) const {
+    return fn<Status* (*)(SessionOptions*, const char*)>(kEnableProfiling)(o, prefix);
   }
   Status* SetCpuMemArena(SessionOptions* o, bool on) const {
     return fn<Status* (*)(SessionOptions*)>(on ? kEnableCpuMemArena : kDisableCpuMemArena)(o);

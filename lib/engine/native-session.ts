@@ -42,9 +42,15 @@ export interface NativeSessionOptions {
   graphOptimizationLevel: number;
   /** 0 verbose … 4 fatal. */
   logSeverityLevel: number;
-  /** 1 on, 0 off. */
-  memArena: number;
+  /**
+   * ORT's CPU arena: 0 none, 1 the session's own (ORT's default; grows by powers of two, keeps what it took),
+   * 2 one arena shared by the addon's sessions that grows by what is asked and is shrunk after each run (for
+   * large models: no page faults for each transient weight, and nothing kept between runs; see native/).
+   */
+  memArena: 0 | 1 | 2;
   optimizedModelPath?: string;
+  /** Write ORT's per-node profile (JSON, on release) to files with this prefix. */
+  profileFilePrefix?: string;
   /** Session configuration entries (`AddSessionConfigEntry`), e.g. optimization.disable_specified_optimizers. */
   config: [string, string][];
 }

@@ -340,8 +340,10 @@ export class Session {
         ...(this.options.intraOpThreads ? { intraOpThreads: this.options.intraOpThreads } : {}),
         graphOptimizationLevel: OPTIMIZATION_LEVEL[settings.graphOptimizationLevel],
         logSeverityLevel: settings.logSeverityLevel,
-        memArena: memArena ? 1 : 0,
+        // Large models (no per-session arena): the addon's shared arena, shrunk after each run.
+        memArena: memArena ? 1 : 2,
         ...(this.options.optimizedModelPath ? { optimizedModelPath: this.options.optimizedModelPath } : {}),
+        ...(process.env.MOKA_ORT_PROFILE ? { profileFilePrefix: process.env.MOKA_ORT_PROFILE } : {}),
         config: Object.entries(settings.config),
       });
     } catch (err) {
@@ -379,6 +381,11 @@ export class Session {
     };
     if (this.options.intraOpThreads) opts.intraOpNumThreads = this.options.intraOpThreads;
     if (this.options.optimizedModelPath) opts.optimizedModelFilePath = this.options.optimizedModelPath;
+    // ORT's per-node profile (JSON, written when the session is released), for finding where time goes.
+    if (process.env.MOKA_ORT_PROFILE) {
+      opts.enableProfiling = true;
+      opts.profileFilePrefix = process.env.MOKA_ORT_PROFILE;
+    }
     try {
       return typeof source === 'string'
         ? await ort.InferenceSession.create(source, opts)

@@ -1,17 +1,20 @@
 /**
  * A frozen 4-bit linear layer inside engine graphs: y = x·deq(W)ᵀ, with the gradient to x (never to W).
  *
- * The weight stays 4-bit in the model (uint8 initializers, plus float32 block scales):
- *   - forward (float32): fused kernels that never leave a float copy behind — MatMulNBits at accuracy level 0
- *     for int4; for NF4, moka's ai.moka MatMul4bit for a few rows (generation; sessions of moka's native addon
- *     only, see MATMUL_4BIT_MAX_ROWS), else MatMulBnb4 (quant_type 1 = NF4). MatMulBnb4 decodes into a scratch
- *     buffer inside the kernel and runs one GEMM; it matches decode-then-matmul to float rounding (a test pins
- *     it) and is used when its layout holds: the bnb NF4 table, whole blocks (n·k a multiple of the block);
- *   - otherwise (other dtypes, partial blocks, a custom table) and in the backward, the weight is decoded in
- *     plain ONNX — each packed byte looked up in a 256 × 2 table of its two values (one Gather of int32
- *     indices: 2 bytes of indices per weight instead of 8 for int64 per code), times the block scale — into a
- *     transient float weight, exact up to float rounding;
- *   - backward: dX = dY·deq(W). No 4-bit kernel computes the untransposed product on the CPU (MatMulBnb4 with
+ * The weight stays 4-bit in the model (uint8 initializers, plus float32 block scales), and no float copy of it
+ * outlives the node that needs it:
+ *   - forward (float32), int4: MatMulNBits at accuracy level 0;
+ *   - forward (float32), NF4, in sessions of moka's native addon (CPU, built; lib/engine/native-session.ts):
+ *     moka's ai.moka MatMul4bit for up to MATMUL_4BIT_MAX_ROWS rows (generation: decodes in registers), else
+ *     ai.moka Dequantize4bit (one vectorized pass) feeding a Gemm;
+ *   - forward (float32), NF4, otherwise: com.microsoft MatMulBnb4 (quant_type 1), which decodes into a scratch
+ *     buffer inside the kernel and runs one GEMM, when its layout holds (the bnb NF4 table, whole blocks);
+ *   - all of these match decode-then-matmul to float rounding (tests pin it). Otherwise (other dtypes, partial
+ *     blocks, a custom table) and in the backward, the weight is decoded into a transient float weight: by
+ *     Dequantize4bit in native sessions, else in plain ONNX — each packed byte looked up in a 256 × 2 table of
+ *     its two values (one Gather of int32 indices: 2 bytes of indices per weight instead of 8 for int64 per
+ *     code), times the block scale;
+ *   - backward: dX = dY·deq(W). No ORT 4-bit kernel computes the untransposed product on the CPU (MatMulBnb4 with
  *     transB = 0 returns wrong values in ORT 1.30: its GEMM is hard-wired to transpose B), so a node of its
  *     own decodes the weight again right where the gradient needs it. Sessions disable common-subexpression
  *     elimination (lib/engine/session.ts) so ORT does not merge that decode with a forward one and keep every
@@ -169,6 +172,29 @@ function emitPairDecode(ctx: EmitContext, packed: string, pairs: string, packedS
   return out;
 }
 
+/** The 16 NF4 levels as a float32 [16] constant (MatMul4bit's and Dequantize4bit's `code` input). */
+function emitCode(ctx: EmitContext, levels: number[]): string {
+  return ctx.float32Table(`nf4-code:${levels.join(',')}`, [16], () => Float32Array.from(levels));
+}
+
+/** deq(W) as float32 [n, k] by moka's Dequantize4bit (one vectorized pass over the packed bytes). */
+function emitDequantize4bit(
+  ctx: EmitContext,
+  attrs: QuantLinearAttrs,
+  packed: Tensor,
+  scales: Tensor,
+): string {
+  const out = ctx.fresh('deq');
+  ctx.node(
+    'Dequantize4bit',
+    [ctx.name(packed), ctx.name(scales), emitCode(ctx, attrs.levels!)],
+    [out],
+    { K: attrs.k, N: attrs.n, block_size: attrs.blockSize },
+    { domain: MOKA_OP_DOMAIN },
+  );
+  return out;
+}
+
 /** Emits deq(W) as a [n, k] tensor of dtype `dt`; returns its name. */
 function emitDequantized(
   ctx: EmitContext,
@@ -187,6 +213,10 @@ function emitDequantized(
     return c;
   };
   const w = ctx.fresh('w');
+  if (format === 'nf4' && ctx.nativeKernels && node.attrs.levels) {
+    ctx.node('Identity', [castTo(emitDequantize4bit(ctx, node.attrs, packed, scales))], [w]);
+    return w;
+  }
   if (format === 'nf4') {
     const total = n * k;
     const nBlocks = Math.ceil(total / blockSize);
@@ -258,20 +288,21 @@ function emitDequantized(
  */
 export const MATMUL_4BIT_MAX_ROWS = 16;
 
-function useMatMul4bit(ctx: EmitContext, attrs: QuantLinearAttrs, x: Tensor): boolean {
-  if (!ctx.nativeKernels || attrs.format !== 'nf4' || !attrs.levels || x.dtype !== 'float32') return false;
-  const rows = ctx
+/** Whether an NF4 forward product runs moka's kernels (MatMul4bit, or Dequantize4bit + Gemm). */
+function nativeNf4(ctx: EmitContext, attrs: QuantLinearAttrs, x: Tensor): boolean {
+  return ctx.nativeKernels && attrs.format === 'nf4' && !!attrs.levels && x.dtype === 'float32';
+}
+
+/** Rows of x once its leading dimensions are flattened (tokens × batch). */
+function tokenRows(ctx: EmitContext, x: Tensor): number {
+  return ctx
     .shape(x)
     .slice(0, -1)
     .reduce((a, b) => a * b, 1);
-  return rows <= MATMUL_4BIT_MAX_ROWS && attrs.blockSize % 2 === 0;
 }
 
 function flattenTokens(ctx: EmitContext, x: Tensor, k: number): string {
-  const t = ctx
-    .shape(x)
-    .slice(0, -1)
-    .reduce((a, b) => a * b, 1);
+  const t = tokenRows(ctx, x);
   const out = ctx.fresh('x2');
   ctx.node('Reshape', [ctx.name(x), ctx.int64([t, k])], [out]);
   return out;
@@ -318,18 +349,20 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
         { K: k, N: n, bits: 4, block_size: blockSize, accuracy_level: 0 },
         { domain: 'com.microsoft' },
       );
-    } else if (useMatMul4bit(ctx, node.attrs, x)) {
+    } else if (nativeNf4(ctx, node.attrs, x)) {
       const [packed, scales] = node.inputs.slice(1) as [Tensor, Tensor];
-      const code = ctx.float32Table(`nf4-code:${node.attrs.levels!.join(',')}`, [16], () =>
-        Float32Array.from(node.attrs.levels!),
-      );
-      ctx.node(
-        'MatMul4bit',
-        [x2, ctx.name(packed), ctx.name(scales), code],
-        [y2],
-        { K: k, N: n, block_size: blockSize },
-        { domain: MOKA_OP_DOMAIN },
-      );
+      if (tokenRows(ctx, x) <= MATMUL_4BIT_MAX_ROWS) {
+        ctx.node(
+          'MatMul4bit',
+          [x2, ctx.name(packed), ctx.name(scales), emitCode(ctx, node.attrs.levels!)],
+          [y2],
+          { K: k, N: n, block_size: blockSize },
+          { domain: MOKA_OP_DOMAIN },
+        );
+      } else {
+        // Many rows: decode once (fast), then ORT's SGEMM; the float weight lives only until the Gemm is done.
+        ctx.node('Gemm', [x2, emitDequantize4bit(ctx, node.attrs, packed, scales)], [y2], { transB: 1 });
+      }
     } else if (node.attrs.bnbKernel && x.dtype === 'float32') {
       const [packed, scales] = node.inputs.slice(1) as [Tensor, Tensor];
       ctx.node(

@@ -2,7 +2,8 @@
  * moka's NF4 generation kernel, ai.moka MatMul4bit (native/matmul-4bit.cc), run by sessions of moka's native
  * addon (lib/engine/native-session.ts):
  *   - the addon is built and loads (`npm test` builds it first; a missing compiler fails here, loudly);
- *   - a product with few rows runs MatMul4bit, one with more rows (or with native kernels off) MatMulBnb4;
+ *   - a product with few rows runs MatMul4bit, one with more rows Dequantize4bit and a Gemm (with native
+ *     kernels off: MatMulBnb4); Dequantize4bit gives bit for bit the float32 decode;
  *   - its result equals x·deq(W)ᵀ computed in float64 (rel < 1e-5: float32 summation order only) and
  *     MatMulBnb4's (rel < 1e-5), for whole and partial blocks, odd element counts, 1 to MATMUL_4BIT_MAX_ROWS rows;
  *   - sessions run concurrently give the same bytes as one after another;
@@ -14,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
-import { Graph, Session } from '../../lib/engine/index.ts';
+import { Graph, Session, grad, mul, reduceSum } from '../../lib/engine/index.ts';
 import { randomNormal, seededRandom } from '../../lib/engine/gradcheck.ts';
 import {
   NativeSession,
@@ -113,14 +114,50 @@ describe.each(CASES)('MatMul4bit: %s', (_name, n, k, opts, rows) => {
 });
 
 describe('MatMul4bit: where it is used', () => {
-  it('a product with more rows than MATMUL_4BIT_MAX_ROWS runs MatMulBnb4', async () => {
-    const w = quantizeNf4(Float32Array.from(randomNormal(16 * 64, rand, 0.2)), [16, 64], { blockSize: 64 });
+  it('more rows than MATMUL_4BIT_MAX_ROWS: Dequantize4bit and a Gemm (native) or MatMulBnb4, both exact', async () => {
+    const w = quantizeNf4(Float32Array.from(randomNormal(48 * 192, rand, 0.2)), [48, 192], {
+      blockSize: 64,
+      doubleQuant: true,
+    });
     const rows = MATMUL_4BIT_MAX_ROWS + 1;
-    const x = Float32Array.from(randomNormal(rows * 64, rand));
-    const { y, ops } = await product(w, x, rows, true);
-    expect(ops).toContain('com.microsoft.MatMulBnb4');
-    expect(ops).not.toContain('ai.moka.MatMul4bit');
-    expect(relError(y, reference(w, x, rows))).toBeLessThan(1e-5);
+    const x = Float32Array.from(randomNormal(rows * 192, rand));
+    const native = await product(w, x, rows, true);
+    expect(native.ops).toContain('ai.moka.Dequantize4bit');
+    expect(native.ops).toContain('.Gemm');
+    expect(native.ops).not.toContain('ai.moka.MatMul4bit');
+    expect(relError(native.y, reference(w, x, rows))).toBeLessThan(1e-5);
+    const ort = await product(w, x, rows, false);
+    expect(ort.ops).toContain('com.microsoft.MatMulBnb4');
+    expect(relError(ort.y, reference(w, x, rows))).toBeLessThan(1e-5);
+  });
+
+  it('Dequantize4bit gives bit for bit the float32 decode, whole or partial blocks', async () => {
+    for (const [n, k, blockSize] of [
+      [40, 256, 64],
+      [5, 27, 32],
+      [3, 201, 128],
+    ] as const) {
+      const w = quantizeNf4(Float32Array.from(randomNormal(n * k, rand, 0.2)), [n, k], { blockSize });
+      // deq(W) itself: the product with the identity, as the backward's dY · W sees it (dY = I).
+      const g = new Graph('deq');
+      const gy = g.input('gy', 'float32', [n, n]);
+      const q = quantizedWeightTensors(g, 'w', w);
+      const x = g.input('x', 'float32', [n, k]);
+      const y = quantizedLinear(x, q);
+      const [dx] = grad(reduceSum(mul(y, gy)), [x]);
+      const s = new Session(g, { inputs: [x, gy], outputs: { dx: dx! } }, { nativeKernels: true });
+      try {
+        expect(opsOf(s.emit(new Map(), true).model)).toContain('ai.moka.Dequantize4bit');
+        const eye = new Float32Array(n * n);
+        for (let i = 0; i < n; i++) eye[i * n + i] = 1;
+        const out = await s.run({ x: new Float32Array(n * k), gy: eye });
+        expect(Buffer.from((out.dx!.data as Float32Array).buffer)).toEqual(
+          Buffer.from(dequantizeToFloat32(w).buffer),
+        );
+      } finally {
+        await s.release();
+      }
+    }
   });
 
   it('sessions run at once give the same bytes as run one after another', async () => {

@@ -80,13 +80,23 @@ function decodedInitializers(graph: onnxProto.onnx.IGraphProto): string[] {
 const opCount = (graph: onnxProto.onnx.IGraphProto, op: string) =>
   graph.node!.filter((n) => n.opType === op).length;
 
-/** Fused 4-bit products: ORT's MatMulBnb4, or moka's MatMul4bit (few rows, native kernels built). */
-const fusedCount = (graph: onnxProto.onnx.IGraphProto) =>
-  opCount(graph, 'MatMulBnb4') + opCount(graph, 'MatMul4bit');
+/**
+ * Forward 4-bit products: ORT's MatMulBnb4, moka's MatMul4bit (few rows), or moka's Dequantize4bit feeding a
+ * transposed Gemm (many rows), the last two in sessions of moka's native addon.
+ */
+function fusedCount(graph: onnxProto.onnx.IGraphProto): number {
+  const dequantized = new Set(
+    graph.node!.filter((n) => n.opType === 'Dequantize4bit').map((n) => n.output![0]!),
+  );
+  const decodeThenGemm = graph.node!.filter(
+    (n) => n.opType === 'Gemm' && dequantized.has(n.input![1]!),
+  ).length;
+  return opCount(graph, 'MatMulBnb4') + opCount(graph, 'MatMul4bit') + decodeThenGemm;
+}
 
 /**
- * For each decode (a Gather from the 256 × 2 byte table), the matmuls its value reaches through the
- * decode's own reshapes and scaling.
+ * For each decode (a Gather from the 256 × 2 byte table, or moka's Dequantize4bit), the matmuls its value
+ * reaches through the decode's own reshapes and scaling.
  */
 function decodeConsumers(graph: onnxProto.onnx.IGraphProto): number[] {
   const consumers = new Map<string, onnxProto.onnx.INodeProto[]>();
@@ -94,7 +104,9 @@ function decodeConsumers(graph: onnxProto.onnx.IGraphProto): number[] {
   const tables = new Set(
     graph.initializer!.filter((t) => t.dataType === FLOAT && count(t.dims ?? []) === 512).map((t) => t.name!),
   );
-  const decodes = graph.node!.filter((n) => n.opType === 'Gather' && tables.has(n.input![0]!));
+  const decodes = graph.node!.filter(
+    (n) => (n.opType === 'Gather' && tables.has(n.input![0]!)) || n.opType === 'Dequantize4bit',
+  );
   const pass = new Set(['Reshape', 'Mul', 'Sub', 'Identity', 'Unsqueeze', 'Slice', 'Pad', 'Cast']);
   return decodes.map((d) => {
     let matmuls = 0;
