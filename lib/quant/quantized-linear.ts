@@ -177,17 +177,23 @@ function emitCode(ctx: EmitContext, levels: number[]): string {
   return ctx.float32Table(`nf4-code:${levels.join(',')}`, [16], () => Float32Array.from(levels));
 }
 
-/** deq(W) as float32 [n, k] by moka's Dequantize4bit (one vectorized pass over the packed bytes). */
+/**
+ * deq(W) as float32 [n, k] by moka's Dequantize4bit (one vectorized pass over the packed bytes). `after` is
+ * the activation the product will use: an input the op does not read, so that ORT decodes the weight only
+ * once that activation exists (a decode depending on weights alone may be scheduled at the start of the run,
+ * with every layer's decoded weight then alive at once).
+ */
 function emitDequantize4bit(
   ctx: EmitContext,
   attrs: QuantLinearAttrs,
   packed: Tensor,
   scales: Tensor,
+  after: string,
 ): string {
   const out = ctx.fresh('deq');
   ctx.node(
     'Dequantize4bit',
-    [ctx.name(packed), ctx.name(scales), emitCode(ctx, attrs.levels!)],
+    [ctx.name(packed), ctx.name(scales), emitCode(ctx, attrs.levels!), after],
     [out],
     { K: attrs.k, N: attrs.n, block_size: attrs.blockSize },
     { domain: MOKA_OP_DOMAIN },
@@ -195,12 +201,16 @@ function emitDequantize4bit(
   return out;
 }
 
-/** Emits deq(W) as a [n, k] tensor of dtype `dt`; returns its name. */
+/**
+ * Emits deq(W) as a [n, k] tensor of dtype `dt`; returns its name. `after`: the activation the product will
+ * use (orders moka's Dequantize4bit; see emitDequantize4bit).
+ */
 function emitDequantized(
   ctx: EmitContext,
   node: { inputs: readonly Tensor[]; attrs: QuantLinearAttrs },
   offset: number,
   dt: Tensor['dtype'],
+  after: string,
 ): string {
   const { format, n, k, blockSize } = node.attrs;
   const [packed, scales, zeroPoints] = node.inputs.slice(offset) as [Tensor, Tensor, Tensor | undefined];
@@ -213,8 +223,8 @@ function emitDequantized(
     return c;
   };
   const w = ctx.fresh('w');
-  if (format === 'nf4' && ctx.nativeKernels && node.attrs.levels) {
-    ctx.node('Identity', [castTo(emitDequantize4bit(ctx, node.attrs, packed, scales))], [w]);
+  if (format === 'nf4' && ctx.nativeKernels && node.attrs.levels && dt === 'float32') {
+    ctx.node('Identity', [emitDequantize4bit(ctx, node.attrs, packed, scales, after)], [w]);
     return w;
   }
   if (format === 'nf4') {
@@ -361,7 +371,8 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
         );
       } else {
         // Many rows: decode once (fast), then ORT's SGEMM; the float weight lives only until the Gemm is done.
-        ctx.node('Gemm', [x2, emitDequantize4bit(ctx, node.attrs, packed, scales)], [y2], { transB: 1 });
+        const w = emitDequantize4bit(ctx, node.attrs, packed, scales, x2);
+        ctx.node('Gemm', [x2, w], [y2], { transB: 1 });
       }
     } else if (node.attrs.bnbKernel && x.dtype === 'float32') {
       const [packed, scales] = node.inputs.slice(1) as [Tensor, Tensor];
@@ -373,7 +384,7 @@ const quantLinearOp: OpDef<QuantLinearAttrs> = {
         { domain: 'com.microsoft' },
       );
     } else {
-      const w = emitDequantized(ctx, node, 1, x.dtype);
+      const w = emitDequantized(ctx, node, 1, x.dtype, x2);
       ctx.node('Gemm', [x2, w], [y2], { transB: 1 });
     }
     ctx.node('Reshape', [y2, ctx.int64(ctx.shape(node.outputs[0]!))], [out]);
@@ -390,8 +401,8 @@ const quantLinearGradOp: OpDef<QuantLinearAttrs> = {
   emit(ctx, node) {
     const g = node.inputs[0]!;
     const { n } = node.attrs;
-    const w = emitDequantized(ctx, node, 1, g.dtype);
     const g2 = flattenTokens(ctx, g, n);
+    const w = emitDequantized(ctx, node, 1, g.dtype, g2);
     const dx2 = ctx.fresh('dx2');
     ctx.node('MatMul', [g2, w], [dx2]);
     ctx.node('Reshape', [dx2, ctx.int64(ctx.shape(node.outputs[0]!))], [ctx.name(node.outputs[0]!)]);
