@@ -9,6 +9,7 @@ import {
   GraphError,
   Session,
   add,
+  attention,
   cudaProviderInstalled,
   gather,
   grad,
@@ -110,6 +111,21 @@ describe('ONNX emission and sessions', () => {
     expect(Number(model.opsetImport.find((o) => o.domain === '')!.version)).toBe(21);
     expect(model.graph!.initializer!.map((t) => t.name)).toContain('w');
     expect(model.graph!.input!.map((t) => t.name)).toEqual(['x']);
+  });
+
+  it('emits no node whose output nothing reads: attention without its backward leaves no probabilities behind', () => {
+    // ORT runs such a node all the same, last, and keeps its input alive until then: every layer's attention
+    // probabilities stayed alive to the end of an inference or recomputed training run.
+    const g = new Graph('attention-forward');
+    const q = g.input('q', 'float32', [1, 4, 3, 2]);
+    const k = g.input('k', 'float32', [1, 2, 3, 2]);
+    const v = g.input('v', 'float32', [1, 2, 3, 2]);
+    const s = new Session(g, { inputs: [q, k, v], outputs: { y: attention(q, k, v) } });
+    const graph = onnxProto.onnx.ModelProto.decode(s.emit(new Map()).model).graph!;
+    const read = new Set(graph.node!.flatMap((n) => n.input!));
+    for (const o of graph.output!) read.add(o.name!);
+    const unread = graph.node!.flatMap((n) => n.output!).filter((o) => !read.has(o));
+    expect(unread).toEqual([]);
   });
 
   it('compiles one session per shape binding and reuses it', async () => {
