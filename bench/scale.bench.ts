@@ -66,6 +66,7 @@ async function checkpoint(shape: Shape, layers: number, format: 'bf16' | 'nf4' |
       dtype: 'bfloat16',
       shards: Math.max(1, Math.ceil(layers / 8)),
       force: true,
+      maxTensorElements: 2 ** 30, // LLaMA-3's 128256 × 4096 embedding
       ...shapeOptions(shape),
     });
   }

@@ -155,7 +155,8 @@ struct CreateJob {
   size_t model_length = 0;
   napi_ref model_ref = nullptr;
   int threads = 0, optimization = 99, log_severity = 4;
-  int mem_arena = 1;  // 0 none, 1 the session's own, 2 the shared arena shrunk after each run
+  int mem_arena = 1;  // 0 none, 1 the session's own, 2 the shared arena
+  bool shrink_after_run = true;  // with the shared arena: give its free memory back after each run
   std::vector<std::pair<std::string, std::string>> config;
   ort::Session* session = nullptr;
   std::vector<std::string> input_names, output_names;
@@ -226,7 +227,7 @@ void CreateComplete(napi_env env, napi_status, void* data) {
   } else {
     napi_value result, handle;
     napi_create_object(env, &result);
-    auto* h = new Handle{job->session, job->mem_arena == 2 && g_shared_arena};
+    auto* h = new Handle{job->session, job->mem_arena == 2 && g_shared_arena && job->shrink_after_run};
     napi_create_external(env, h, nullptr, nullptr, &handle);
     napi_set_named_property(env, result, "session", handle);
     napi_set_named_property(env, result, "inputNames", StringArray(env, job->input_names));
@@ -277,6 +278,7 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
   job->optimization = IntProperty(env, o, "graphOptimizationLevel", 99);
   job->log_severity = IntProperty(env, o, "logSeverityLevel", 4);
   job->mem_arena = IntProperty(env, o, "memArena", 1);
+  job->shrink_after_run = IntProperty(env, o, "shrinkArenaAfterRun", 1) != 0;
   if (napi_value p = Property(env, o, "optimizedModelPath")) job->optimized_path = StringArg(env, p);
   if (napi_value p = Property(env, o, "profileFilePrefix")) job->profile_prefix = StringArg(env, p);
   if (napi_value cfg = Property(env, o, "config")) {

@@ -29,6 +29,7 @@ import {
   unsqueeze,
   type Feed,
   type ProviderChoice,
+  type SessionOptions,
   type Tensor,
 } from '../engine/index.ts';
 import { UserError } from '../errors.ts';
@@ -321,12 +322,16 @@ export class LlamaModel {
     };
   }
 
-  private sessionOptions() {
+  /** The engine session settings of this model's graphs (also used by graphs built beside it, e.g. shared-context scoring). */
+  sessionOptions(): SessionOptions {
     return {
       provider: this.options.provider,
       intraOpThreads: this.options.intraOpThreads,
       externalDataTotalBytes: this.options.externalDataTotalBytes ?? DEFAULT_EXTERNAL_BYTES,
       nativeKernels: this.options.nativeKernels,
+      // Inference runs are short and many (a scoring batch, a decode step): keep the shared arena's pages
+      // between them rather than fault them in again each run (lib/engine/session.ts).
+      shrinkArenaAfterRun: false,
     };
   }
 

@@ -71,17 +71,7 @@ function addScoringHead(g: Graph, llama: LlamaGraph): Record<string, Tensor> {
 /** A session computing `outputs`, fed every input of its graph. */
 function sessionOver(model: LlamaModel, g: Graph, outputs: Record<string, Tensor>): Session {
   const inputs = g.tensors.filter((t) => t.kind === 'input');
-  return new Session(
-    g,
-    { inputs, outputs },
-    {
-      provider: model.options.provider,
-      intraOpThreads: model.options.intraOpThreads,
-      ...(model.options.externalDataTotalBytes !== undefined
-        ? { externalDataTotalBytes: model.options.externalDataTotalBytes }
-        : {}),
-    },
-  );
+  return new Session(g, { inputs, outputs }, model.sessionOptions());
 }
 
 /** Scored rows for a scoring head: flat row indices and targets, padded to a bucketed count. */
