@@ -1,6 +1,6 @@
 /**
  * The NF4 generation kernel at LLaMA-2-7B widths (issue #11: NF4 generation per token ≤ 2× int4's): one
- * product y = x·deq(W)ᵀ with 1 row (a decode step) and 16 rows (a short prompt), on
+ * product y = x·deq(W)ᵀ with 1 row (a decode step) and MATMUL_4BIT_MAX_ROWS rows (the most it takes), on
  *   - moka's ai.moka MatMul4bit (native/matmul-4bit.cc, run by the native addon's session),
  *   - ONNX Runtime's com.microsoft MatMulBnb4 (the same NF4 weight; decodes it whole into memory each call),
  *   - ONNX Runtime's com.microsoft MatMulNBits on the int4 quantization of the same weight (the reference
@@ -11,7 +11,11 @@ import { Graph, Session, type Tensor } from '../lib/engine/index.ts';
 import { nativeKernelsUnavailableReason } from '../lib/engine/native-session.ts';
 import { quantizeInt4 } from '../lib/quant/int4.ts';
 import { quantizeNf4 } from '../lib/quant/nf4.ts';
-import { quantizedLinear, quantizedWeightTensors } from '../lib/quant/quantized-linear.ts';
+import {
+  MATMUL_4BIT_MAX_ROWS,
+  quantizedLinear,
+  quantizedWeightTensors,
+} from '../lib/quant/quantized-linear.ts';
 import type { QuantizedWeight } from '../lib/quant/quantized-weight.ts';
 import { medianMs, randomFloat32, round, type BenchEntry, type Suite } from './harness.ts';
 
@@ -34,7 +38,7 @@ async function timeShape(n: number, k: number): Promise<BenchEntry[]> {
   const nf4 = quantizeNf4(weight, [n, k], { blockSize: 64, doubleQuant: true });
   const int4 = quantizeInt4(weight, [n, k], { blockSize: 64 });
   const entries: BenchEntry[] = [];
-  for (const rows of [1, 16]) {
+  for (const rows of [1, MATMUL_4BIT_MAX_ROWS]) {
     const x = randomFloat32(rows * k, rows);
     const sessions = {
       kernel: productSession(nf4, k, rows, true),

@@ -292,11 +292,11 @@ function emitDequantized(
  * Rows of x up to which an NF4 product runs moka's own kernel (ai.moka MatMul4bit, native/matmul-4bit.cc) when
  * the session allows it: token-by-token generation and short prompts. It decodes each block of the weight
  * once into registers for all rows, where MatMulBnb4 decodes the whole weight into memory and runs one SGEMM.
- * Measured on an 11008 × 4096 LLaMA-2-7B weight (2 threads): 2.9× faster than MatMulBnb4 at 4 rows, 1.9× at 16,
- * 1.4× at 20, and on a par or slower from 24 rows, where the SGEMM's blocking wins (bench/matmul-4bit.bench.ts
- * has the 1- and 16-row figures).
+ * Measured against MatMulBnb4 on LLaMA-2-7B weights (2 threads, quiet machine; 4096² / 4096 → 11008 /
+ * 11008 → 4096): 4.1 / 4.9 / 6.1× faster at 4 rows, 1.3 / 2.4 / 1.8× at 12, 0.96 / 1.8 / 2.1× at 16. Past
+ * that an SGEMM's blocking wins; more rows take Dequantize4bit and a Gemm.
  */
-export const MATMUL_4BIT_MAX_ROWS = 16;
+export const MATMUL_4BIT_MAX_ROWS = 12;
 
 /** Whether an NF4 forward product runs moka's kernels (MatMul4bit, or Dequantize4bit + Gemm). */
 function nativeNf4(ctx: EmitContext, attrs: QuantLinearAttrs, x: Tensor): boolean {
