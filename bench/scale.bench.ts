@@ -229,15 +229,36 @@ async function ratioEntries(entries: BenchEntry[]): Promise<void> {
   ];
   for (const [key, task, other, what] of ratios) {
     const r = child({ ...task, dir: nf4 } as ScaleTask);
-    entries.push({
-      name: `scale.llama2_7b.1l.nf4_time_ratio.${key}`,
-      value: round(r.ratio as number),
-      unit: 'x (NF4 time / other time)',
-      baseline: other,
-      baselineValue: round(r.otherMs as number),
-      notes: `${what}, 1-layer LLaMA-2-7B shape; NF4 ${round(r.ms as number)} ms vs ${round(r.otherMs as number)} ms, medians of interleaved rounds in one process (lower is better)`,
-    });
+    entries.push(ratioEntry(`scale.llama2_7b.1l.nf4_time_ratio.${key}`, r, other, `${what}, 1-layer`));
   }
+  // On one layer the float head is much of a token's time; four layers weigh the 4-bit products more.
+  const r = child({
+    task: 'compare',
+    inner: 'generate',
+    seq: 16,
+    runs: 3,
+    dir: await checkpoint('llama2', 4, 'nf4'),
+    other: await checkpoint('llama2', 4, 'int4'),
+  });
+  entries.push(
+    ratioEntry(
+      'scale.llama2_7b.4l.nf4_time_ratio.generate_vs_int4',
+      r,
+      'int4 (MatMulNBits)',
+      'greedy generation per token, 4-layer',
+    ),
+  );
+}
+
+function ratioEntry(name: string, r: Record<string, unknown>, other: string, what: string): BenchEntry {
+  return {
+    name,
+    value: round(r.ratio as number),
+    unit: 'x (NF4 time / other time)',
+    baseline: other,
+    baselineValue: round(r.otherMs as number),
+    notes: `${what} LLaMA-2-7B shape; NF4 ${round(r.ms as number)} ms vs ${round(r.otherMs as number)} ms, medians of interleaved rounds in one process (lower is better)`,
+  };
 }
 
 /** LLaMA-3-8B shape (128k vocabulary, GQA): 1 and 2 layers. */
