@@ -85,11 +85,9 @@ napi_value StringArray(napi_env env, const std::vector<std::string>& xs) {
 // fresh mmap whose pages fault in one by one; ORT's default per-session arena avoids that but grows by powers
 // of two and never gives memory back (measured: a training step's peak rose from 3.7 to 4.6–7.7 GB over runs).
 // So large models' sessions share one arena that grows by what is asked (arena_extend_strategy 1,
-// kSameAsRequested): a freed weight's pages are reused by the next, and the sessions of one model (batch
-// shapes, prefill and decode) hold one pool between them, not one each. A session may ask for the arena to be
-// shrunk after each of its runs (memory.enable_memory_arena_shrinkage; off by default: see
-// lib/engine/session.ts, shrinkArenaAfterRun). Best effort: when the registration fails, those sessions run
-// without an arena as before.
+// kSameAsRequested) and is shrunk after each run (memory.enable_memory_arena_shrinkage): within a run a freed
+// weight's pages are reused by the next, and between runs the memory goes back. Best effort: when the
+// registration fails, those sessions run without an arena as before.
 void RegisterSharedArena() {
   const char* keys[] = {"arena_extend_strategy"};
   const size_t values[] = {1};
@@ -158,7 +156,7 @@ struct CreateJob {
   napi_ref model_ref = nullptr;
   int threads = 0, optimization = 99, log_severity = 4;
   int mem_arena = 1;  // 0 none, 1 the session's own, 2 the shared arena
-  bool shrink_after_run = false;  // with the shared arena: give its free memory back after each run
+  bool shrink_after_run = true;  // with the shared arena: give its free memory back after each run
   std::vector<std::pair<std::string, std::string>> config;
   ort::Session* session = nullptr;
   std::vector<std::string> input_names, output_names;
@@ -280,7 +278,7 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
   job->optimization = IntProperty(env, o, "graphOptimizationLevel", 99);
   job->log_severity = IntProperty(env, o, "logSeverityLevel", 4);
   job->mem_arena = IntProperty(env, o, "memArena", 1);
-  job->shrink_after_run = IntProperty(env, o, "shrinkArenaAfterRun", 0) != 0;
+  job->shrink_after_run = IntProperty(env, o, "shrinkArenaAfterRun", 1) != 0;
   if (napi_value p = Property(env, o, "optimizedModelPath")) job->optimized_path = StringArg(env, p);
   if (napi_value p = Property(env, o, "profileFilePrefix")) job->profile_prefix = StringArg(env, p);
   if (napi_value cfg = Property(env, o, "config")) {

@@ -48,7 +48,7 @@ export interface NativeSessionOptions {
    * large models: no page faults for each transient weight, and nothing kept between runs; see native/).
    */
   memArena: 0 | 1 | 2;
-  /** With memArena 2: give the shared arena's free memory back after each run (1) or keep it (0, default). */
+  /** With memArena 2: give the shared arena's free memory back after each run (1, default) or keep it (0). */
   shrinkArenaAfterRun?: 0 | 1;
   optimizedModelPath?: string;
   /** Write ORT's per-node profile (JSON, on release) to files with this prefix. */
