@@ -35,6 +35,7 @@ import {
   quantizedWeightTensors,
 } from '../../lib/quant/quantized-linear.ts';
 import { dequantizeToFloat32 } from '../../lib/quant/quantized-weight.ts';
+import { maxRelativeError } from '../model/reference-llama.ts';
 
 const { onnx } = onnxProto;
 const rand = seededRandom(41);
@@ -78,17 +79,6 @@ function reference(w: Nf4Weight, x: Float32Array, rows: number): Float64Array {
   return y;
 }
 
-/** max |a − b| / max |b|. */
-function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
-
 const CASES: [string, number, number, { blockSize: number; doubleQuant?: boolean }, number][] = [
   ['one row, block 64, double quant', 96, 256, { blockSize: 64, doubleQuant: true }, 1],
   ['3 rows, block 64', 40, 128, { blockSize: 64 }, 3],
@@ -106,10 +96,10 @@ describe.each(CASES)('MatMul4bit: %s', (_name, n, k, opts, rows) => {
     const native = await product(w, x, rows, true);
     expect(native.ops).toContain('ai.moka.MatMul4bit');
     expect(native.ops.filter((o) => o.startsWith('com.microsoft'))).toEqual([]);
-    expect(relError(native.y, reference(w, x, rows))).toBeLessThan(1e-5);
+    expect(maxRelativeError(native.y, reference(w, x, rows))).toBeLessThan(1e-5);
     const ort = await product(w, x, rows, false);
     expect(ort.ops).not.toContain('ai.moka.MatMul4bit');
-    expect(relError(native.y, ort.y)).toBeLessThan(1e-5);
+    expect(maxRelativeError(native.y, ort.y)).toBeLessThan(1e-5);
   });
 });
 
@@ -125,10 +115,10 @@ describe('MatMul4bit: where it is used', () => {
     expect(native.ops).toContain('ai.moka.Dequantize4bit');
     expect(native.ops).toContain('.Gemm');
     expect(native.ops).not.toContain('ai.moka.MatMul4bit');
-    expect(relError(native.y, reference(w, x, rows))).toBeLessThan(1e-5);
+    expect(maxRelativeError(native.y, reference(w, x, rows))).toBeLessThan(1e-5);
     const ort = await product(w, x, rows, false);
     expect(ort.ops).toContain('com.microsoft.MatMulBnb4');
-    expect(relError(ort.y, reference(w, x, rows))).toBeLessThan(1e-5);
+    expect(maxRelativeError(ort.y, reference(w, x, rows))).toBeLessThan(1e-5);
   });
 
   it('Dequantize4bit gives bit for bit the float32 decode, whole or partial blocks', async () => {
