@@ -66,11 +66,11 @@ export interface SessionOptions {
   nativeKernels?: boolean;
   /**
    * Sessions of moka's native addon for models with external weights share one CPU arena (see memArena); give
-   * its free memory back after each run (default true). Measured on LLaMA-2-7B NF4 training steps: without it
-   * the arena fragments across runs (1 × 512 tokens, 2 → 4 layers: +308 MB per layer over three runs instead
-   * of +104); with it each run faults its buffers in again, a fixed 0.2–0.6 s a step (on one layer NF4/float
-   * 1.22–1.50 instead of 1.05; 32 layers: 113 s against 117 s for 2 steps). Inference (LlamaModel: many short
-   * runs, repeating shapes) turns it off.
+   * its free memory back after each run (default true). Measured on LLaMA-2-7B NF4 training steps (peak RSS,
+   * shrink vs not): 32 layers 7704 vs 7895 MB at the same speed (113 vs 117 s for two steps); 1–4 layers
+   * 250–450 MB higher with the shrink, and each step pays a fixed 0.2–0.6 s to fault its buffers in again (on
+   * one layer NF4/float 1.22–1.50 instead of 1.05–1.09). Kept for the model sizes moka is for, and so that
+   * memory goes back between runs. Inference (LlamaModel: many short runs) turns it off.
    */
   shrinkArenaAfterRun?: boolean;
 }
