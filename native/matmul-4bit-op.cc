@@ -85,24 +85,59 @@ T* DataOf(const ort::Value* v) {
   return static_cast<T*>(p);
 }
 
+// The kernel context's first `count` inputs; false when one cannot be read.
+bool Inputs(ort::KernelContext* ctx, size_t count, const ort::Value** in) {
+  for (size_t i = 0; i < count; i++) {
+    if (ort::Status* s = g_api->KernelContextGetInput(ctx, i, &in[i])) {
+      g_api->ReleaseStatus(s);
+      return false;
+    }
+  }
+  return true;
+}
+
+// A 1-D tensor of `length` elements.
+bool IsVector(const ort::Value* v, int64_t length) {
+  int64_t dims[8];
+  size_t rank = 0;
+  return ShapeOf(v, dims, &rank) && rank == 1 && dims[0] == length;
+}
+
+// The three buffers of a 4-bit weight (packed codes, block scales, the 16 levels).
+struct Weight4bit {
+  const uint8_t* packed = nullptr;
+  const float* absmax = nullptr;
+  const float* code = nullptr;
+};
+
+// The weight's buffers (inputs B, absmax, code), or false when they do not fit the kernel's attributes.
+bool ReadWeight(const Kernel& kr, const ort::Value* b, const ort::Value* absmax, const ort::Value* code,
+                Weight4bit* w) {
+  const int64_t total = kr.n * kr.k;
+  if (kr.k <= 0 || kr.n <= 0 || kr.block_size < 2 || kr.block_size % 2 != 0) return false;
+  if (!IsVector(b, (total + 1) / 2) || !IsVector(absmax, (total + kr.block_size - 1) / kr.block_size) ||
+      !IsVector(code, 16))
+    return false;
+  w->packed = DataOf<const uint8_t>(b);
+  w->absmax = DataOf<const float>(absmax);
+  w->code = DataOf<const float>(code);
+  return w->packed && w->absmax && w->code;
+}
+
 // The version-13 kernel interface cannot report an error: a malformed call (which moka's graph emitter never
 // makes; it checks shapes when it writes the node) yields NaN outputs rather than reading out of bounds.
+void FillNaN(float* y, int64_t count) { std::fill(y, y + count, std::numeric_limits<float>::quiet_NaN()); }
+
 void Compute(void* raw, ort::KernelContext* ctx) {
   const Kernel& kr = *static_cast<Kernel*>(raw);
   const ort::Value* in[4] = {};
-  for (size_t i = 0; i < 4; i++) {
-    if (ort::Status* s = g_api->KernelContextGetInput(ctx, i, &in[i])) {
-      g_api->ReleaseStatus(s);
-      return;
-    }
-  }
+  if (!Inputs(ctx, 4, in)) return;
   int64_t dims[8];
   size_t rank = 0;
   if (!ShapeOf(in[0], dims, &rank) || rank == 0) return;
   int64_t m = 1;
   for (size_t i = 0; i + 1 < rank; i++) m *= dims[i];
-  const bool shapes_ok = dims[rank - 1] == kr.k && kr.k > 0 && kr.n > 0 && kr.block_size >= 2 &&
-                         kr.block_size % 2 == 0;
+  const bool x_fits = dims[rank - 1] == kr.k;
   dims[rank - 1] = kr.n;
   ort::Value* out = nullptr;
   if (ort::Status* s = g_api->KernelContextGetOutput(ctx, 0, dims, rank, &out)) {
@@ -111,26 +146,17 @@ void Compute(void* raw, ort::KernelContext* ctx) {
   }
   float* y = DataOf<float>(out);
   const float* x = DataOf<const float>(in[0]);
-  const uint8_t* packed = DataOf<const uint8_t>(in[1]);
-  const float* absmax = DataOf<const float>(in[2]);
-  const float* code = DataOf<const float>(in[3]);
   if (!y) return;
-  int64_t b_dims[8], s_dims[8], c_dims[8];
-  size_t b_rank = 0, s_rank = 0, c_rank = 0;
-  const int64_t total = kr.n * kr.k;
-  const bool buffers_ok = shapes_ok && x && packed && absmax && code && ShapeOf(in[1], b_dims, &b_rank) &&
-                          b_rank == 1 && b_dims[0] == (total + 1) / 2 && ShapeOf(in[2], s_dims, &s_rank) &&
-                          s_rank == 1 && s_dims[0] == (total + kr.block_size - 1) / kr.block_size &&
-                          ShapeOf(in[3], c_dims, &c_rank) && c_rank == 1 && c_dims[0] == 16;
-  if (!buffers_ok) {
-    for (int64_t i = 0; i < m * kr.n; i++) y[i] = std::numeric_limits<float>::quiet_NaN();
+  Weight4bit w;
+  if (!x_fits || !x || !ReadWeight(kr, in[1], in[2], in[3], &w)) {
+    FillNaN(y, m * kr.n);
     return;
   }
   // Output features split across threads; each thread's columns are computed whole, so the result does not
   // depend on the thread count. The grain keeps a chunk's work well above the cost of waking a thread.
   const int64_t grain = std::max<int64_t>(16, 262144 / std::max<int64_t>(1, kr.k * m));
   ParallelFor(kr.n, grain, [&](int64_t begin, int64_t end) {
-    MatMul4bitRows(x, m, kr.k, packed, absmax, code, kr.n, kr.block_size, y, begin, end);
+    MatMul4bitRows(x, m, kr.k, w.packed, w.absmax, w.code, kr.n, kr.block_size, y, begin, end);
   });
 }
 
@@ -138,33 +164,19 @@ void Compute(void* raw, ort::KernelContext* ctx) {
 void ComputeDequantize(void* raw, ort::KernelContext* ctx) {
   const Kernel& kr = *static_cast<Kernel*>(raw);
   const ort::Value* in[3] = {};
-  for (size_t i = 0; i < 3; i++) {
-    if (ort::Status* s = g_api->KernelContextGetInput(ctx, i, &in[i])) {
-      g_api->ReleaseStatus(s);
-      return;
-    }
-  }
+  if (!Inputs(ctx, 3, in)) return;
   const int64_t dims[2] = {kr.n, kr.k};
   ort::Value* out = nullptr;
   if (ort::Status* s = g_api->KernelContextGetOutput(ctx, 0, dims, 2, &out)) {
     g_api->ReleaseStatus(s);
     return;
   }
-  float* w = DataOf<float>(out);
-  const uint8_t* packed = DataOf<const uint8_t>(in[0]);
-  const float* absmax = DataOf<const float>(in[1]);
-  const float* code = DataOf<const float>(in[2]);
-  if (!w) return;
+  float* out_w = DataOf<float>(out);
+  if (!out_w) return;
   const int64_t total = kr.n * kr.k;
-  int64_t b_dims[8], s_dims[8], c_dims[8];
-  size_t b_rank = 0, s_rank = 0, c_rank = 0;
-  const bool ok = kr.k > 0 && kr.n > 0 && kr.block_size >= 2 && kr.block_size % 2 == 0 && packed && absmax &&
-                  code && ShapeOf(in[0], b_dims, &b_rank) && b_rank == 1 && b_dims[0] == (total + 1) / 2 &&
-                  ShapeOf(in[1], s_dims, &s_rank) && s_rank == 1 &&
-                  s_dims[0] == (total + kr.block_size - 1) / kr.block_size && ShapeOf(in[2], c_dims, &c_rank) &&
-                  c_rank == 1 && c_dims[0] == 16;
-  if (!ok) {
-    for (int64_t i = 0; i < total; i++) w[i] = std::numeric_limits<float>::quiet_NaN();
+  Weight4bit w;
+  if (!ReadWeight(kr, in[0], in[1], in[2], &w)) {
+    FillNaN(out_w, total);
     return;
   }
   // Chunks of whole 16-code groups (the vector path's unit), 64 Ki weights each at least.
@@ -172,7 +184,7 @@ void ComputeDequantize(void* raw, ort::KernelContext* ctx) {
   const int64_t groups = (total + 15) / 16;
   ParallelFor(groups, kGrain / 16, [&](int64_t begin, int64_t end) {
     const int64_t i0 = begin * 16, i1 = std::min(total, end * 16);
-    Dequantize4bit(packed, absmax, code, kr.block_size, i0, i1, w + i0);
+    Dequantize4bit(w.packed, w.absmax, w.code, kr.block_size, i0, i1, out_w + i0);
   });
 }
 

@@ -107,9 +107,10 @@ void RegisterSharedArena() {
 
 napi_value Load(napi_env env, napi_callback_info info) {
   auto args = Args(env, info, 1);
+  static const char* version = nullptr;  // set once loaded; later calls (other worker threads) return it
   if (g_api) {
     napi_value v;
-    NAPI_OK(napi_create_string_utf8(env, "loaded", NAPI_AUTO_LENGTH, &v));
+    NAPI_OK(napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &v));
     return v;
   }
   const std::string path = StringArg(env, args[0]);
@@ -139,8 +140,9 @@ napi_value Load(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   RegisterSharedArena();
+  version = base->GetVersionString();
   napi_value v;
-  NAPI_OK(napi_create_string_utf8(env, base->GetVersionString(), NAPI_AUTO_LENGTH, &v));
+  NAPI_OK(napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &v));
   return v;
 }
 

@@ -94,7 +94,6 @@ enum Slot : int {
   kReleaseMemoryInfo = 94,
   kReleaseSession = 95,
   kReleaseValue = 96,
-  kReleaseRunOptions = 97,
   kReleaseTensorTypeAndShapeInfo = 99,
   kReleaseSessionOptions = 100,
   kAddSessionConfigEntry = 130,
@@ -158,7 +157,6 @@ class Api {
   Status* AddRunConfigEntry(RunOptions* o, const char* key, const char* value) const {
     return fn<Status* (*)(RunOptions*, const char*, const char*)>(kAddRunConfigEntry)(o, key, value);
   }
-  void ReleaseRunOptions(RunOptions* o) const { fn<void (*)(RunOptions*)>(kReleaseRunOptions)(o); }
   Status* CreateMemoryInfo(const char* name, int allocator_type, int id, int mem_type, MemoryInfo** out) const {
     return fn<Status* (*)(const char*, int, int, int, MemoryInfo**)>(kCreateMemoryInfo)(name, allocator_type, id,
                                                                                         mem_type, out);

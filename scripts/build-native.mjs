@@ -11,13 +11,12 @@
  * headers of the `node-api-headers` package. Linux and macOS; elsewhere the addon is not built.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const SOURCES = ['moka-native.cc', 'matmul-4bit-op.cc', 'matmul-4bit.cc', 'parallel-for.cc'];
 const OUT = join(ROOT, 'native', 'build', 'moka-native.node');
 const optional = process.argv.includes('--optional');
 
@@ -49,17 +48,14 @@ if (process.platform !== 'linux' && process.platform !== 'darwin')
 const cxx = findCompiler();
 if (!cxx) fail('no C++ compiler found: install one (Debian: apt-get install g++) or set $CXX');
 
-const sources = SOURCES.map((f) => join(ROOT, 'native', f));
-const headers = [
-  'ort-abi.h',
-  'matmul-4bit.h',
-  'matmul-4bit-internal.h',
-  'matmul-4bit-op.h',
-  'parallel-for.h',
-].map((f) => join(ROOT, 'native', f));
-const newest = Math.max(
-  ...[...sources, ...headers, fileURLToPath(import.meta.url)].map((f) => statSync(f).mtimeMs),
-);
+// Every .cc and .h directly in native/ (its test/ folder is built by the tests): sources to compile, and the
+// files whose change makes the addon stale.
+const NATIVE = join(ROOT, 'native');
+const files = readdirSync(NATIVE)
+  .filter((f) => /\.(cc|h)$/.test(f))
+  .map((f) => join(NATIVE, f));
+const sources = files.filter((f) => f.endsWith('.cc'));
+const newest = Math.max(...[...files, fileURLToPath(import.meta.url)].map((f) => statSync(f).mtimeMs));
 if (existsSync(OUT) && statSync(OUT).mtimeMs >= newest && !process.argv.includes('--force')) process.exit(0);
 
 const require = createRequire(import.meta.url);

@@ -70,24 +70,29 @@ export type HostArray = Float32Array | Float64Array | Uint16Array | BigInt64Arra
 
 /** Allocates a zeroed host array for `n` elements of `d` (float16 as raw Uint16Array bits). */
 export function allocHost(d: DType, n: number): HostArray {
+  const bytes = d === 'int4' || d === 'uint4' ? Math.ceil(n / 2) : (n * DTYPE_BITS[d]) / 8;
+  return hostArrayOn(d, new ArrayBuffer(bytes));
+}
+
+/** The host array of dtype `d` over `buffer` (float16/bfloat16 as raw Uint16Array bits, 4-bit as packed bytes). */
+export function hostArrayOn(d: DType, buffer: ArrayBuffer): HostArray {
   switch (d) {
     case 'float32':
-      return new Float32Array(n);
+      return new Float32Array(buffer);
     case 'float64':
-      return new Float64Array(n);
+      return new Float64Array(buffer);
     case 'float16':
     case 'bfloat16':
-      return new Uint16Array(n);
+      return new Uint16Array(buffer);
     case 'int64':
-      return new BigInt64Array(n);
+      return new BigInt64Array(buffer);
     case 'int32':
-      return new Int32Array(n);
+      return new Int32Array(buffer);
     case 'bool':
     case 'uint8':
-      return new Uint8Array(n);
     case 'int4':
     case 'uint4':
-      return new Uint8Array(Math.ceil(n / 2));
+      return new Uint8Array(buffer);
   }
 }
 

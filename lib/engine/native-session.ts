@@ -14,6 +14,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ONNX_DTYPE, hostArrayOn, ortTypeOf, type DType } from './dtype.ts';
 
 /** The ONNX domain of moka's custom ops. */
 export const MOKA_OP_DOMAIN = 'ai.moka';
@@ -57,60 +58,25 @@ export interface NativeSessionOptions {
   config: [string, string][];
 }
 
-/** ONNX element type numbers (TensorProto.DataType) of the tensor types moka feeds and reads. */
-const ELEMENT_TYPE: Partial<Record<ort.Tensor.Type, number>> = {
-  float32: 1,
-  uint8: 2,
-  int8: 3,
-  uint16: 4,
-  int16: 5,
-  int32: 6,
-  int64: 7,
-  bool: 9,
-  float16: 10,
-  float64: 11,
-  uint32: 12,
-  uint64: 13,
-};
-const TENSOR_TYPE = new Map(Object.entries(ELEMENT_TYPE).map(([k, v]) => [v, k as ort.Tensor.Type]));
-
-function arrayOf(type: ort.Tensor.Type, buffer: ArrayBuffer): ort.Tensor.DataType {
-  switch (type) {
-    case 'float32':
-      return new Float32Array(buffer);
-    case 'float64':
-      return new Float64Array(buffer);
-    case 'int64':
-      return new BigInt64Array(buffer);
-    case 'uint64':
-      return new BigUint64Array(buffer);
-    case 'int32':
-      return new Int32Array(buffer);
-    case 'uint32':
-      return new Uint32Array(buffer);
-    case 'int16':
-      return new Int16Array(buffer);
-    case 'uint16':
-    case 'float16':
-      return new Uint16Array(buffer);
-    case 'int8':
-      return new Int8Array(buffer);
-    default:
-      return new Uint8Array(buffer); // uint8, bool
-  }
-}
+/**
+ * The engine dtypes that cross the JavaScript boundary (ortTypeOf names them as themselves), by their ONNX
+ * element type number (TensorProto.DataType), as the addon passes them.
+ */
+const CROSSING_BY_ELEMENT_TYPE = new Map(
+  (Object.keys(ONNX_DTYPE) as DType[]).filter((d) => ortTypeOf(d) === d).map((d) => [ONNX_DTYPE[d], d]),
+);
 
 const require = createRequire(import.meta.url);
 
+/** Directory holding onnxruntime-node's native libraries for this platform. */
+export function ortBinaryDir(): string {
+  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
+  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+}
+
 /** The ONNX Runtime shared library onnxruntime-node loads (the addon binds to the same one). */
 function ortLibraryPath(): string | null {
-  const dir = join(
-    dirname(require.resolve('onnxruntime-node/package.json')),
-    'bin',
-    'napi-v6',
-    process.platform,
-    process.arch,
-  );
+  const dir = ortBinaryDir();
   if (!existsSync(dir)) return null;
   const lib = readdirSync(dir).find((f) =>
     process.platform === 'darwin' ? /^libonnxruntime.*\.dylib$/.test(f) : /^libonnxruntime\.so/.test(f),
@@ -138,8 +104,6 @@ export function nativeKernels(): Addon | null {
     return null;
   }
   try {
-    // onnxruntime-node must have loaded its library first: the addon opens the same file.
-    void ort.env;
     const loaded = require(NATIVE_ADDON_PATH) as Addon;
     loaded.load(lib);
     addon = loaded;
@@ -182,15 +146,18 @@ export class NativeSession {
     const names = Object.keys(feeds);
     const inputs = names.map((name): Triple => {
       const t = feeds[name]!;
-      const type = ELEMENT_TYPE[t.type];
-      if (type === undefined) throw new Error(`input "${name}": ${t.type} tensors are not supported`);
-      return [type, [...t.dims], t.data as ArrayBufferView];
+      const d = t.type as DType;
+      if (ortTypeOf(d) !== t.type) throw new Error(`input "${name}": ${t.type} tensors are not supported`);
+      return [ONNX_DTYPE[d], [...t.dims], t.data as ArrayBufferView];
     });
     const outputs = await this.addon.run(this.handle, names, inputs, [...this.outputNames]);
     const result: Record<string, ort.Tensor> = {};
     outputs.forEach(([elementType, dims, data], i) => {
-      const type = TENSOR_TYPE.get(elementType)!;
-      result[this.outputNames[i]!] = new ort.Tensor(type, arrayOf(type, data as ArrayBuffer) as never, dims);
+      const d = CROSSING_BY_ELEMENT_TYPE.get(elementType);
+      if (!d)
+        throw new Error(`output "${this.outputNames[i]}": ONNX element type ${elementType} is not supported`);
+      const type = d as ort.Tensor.Type; // a crossing dtype is named as ORT names it
+      result[this.outputNames[i]!] = new ort.Tensor(type, hostArrayOn(d, data as ArrayBuffer) as never, dims);
     });
     return result;
   }

@@ -8,7 +8,6 @@
  * copies), and 4-bit matmuls use the exact path (accuracy level 0) so training and evaluation agree.
  */
 import * as ort from 'onnxruntime-node';
-import { createRequire } from 'node:module';
 import {
   closeSync,
   copyFileSync,
@@ -19,13 +18,13 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { UserError } from '../errors.ts';
 import { makeScratchDir } from '../output-cleanup.ts';
 import type { HostArray } from './dtype.ts';
 import { ortTypeOf } from './dtype.ts';
 import { emitOnnx, type EmittedModel } from './emit.ts';
-import { MOKA_OP_DOMAIN, NativeSession, nativeKernels } from './native-session.ts';
+import { MOKA_OP_DOMAIN, NativeSession, nativeKernels, ortBinaryDir } from './native-session.ts';
 import { GraphError, type Graph, type Tensor } from './graph.ts';
 import { bindDim, isStatic, shapeStr, type Shape } from './shape.ts';
 
@@ -99,15 +98,7 @@ interface Compiled {
   evicted: boolean;
 }
 
-const require = createRequire(import.meta.url);
-
 const OPTIMIZATION_LEVEL = { disabled: 0, basic: 1, extended: 2, all: 99 } as const;
-
-/** Directory holding onnxruntime-node's native libraries for this platform. */
-function ortBinaryDir(): string {
-  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
-  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
-}
 
 export function cudaProviderInstalled(): boolean {
   const lib =
@@ -379,15 +370,8 @@ export class Session {
       // arena already holds: measured +1.5 GB (1 layer) to +2 GB (2 layers) on a LLaMA-2-7B NF4 training step,
       // for no measurable speed gain. The arena alone reuses freed buffers.
       enableMemPattern: false,
-      // onnxruntime-node turns nested keys into dotted session configuration entries.
-      extra: {
-        session: {
-          qdq_matmulnbits_accuracy_level: settings.config['session.qdq_matmulnbits_accuracy_level'],
-        },
-        optimization: {
-          disable_specified_optimizers: settings.config['optimization.disable_specified_optimizers'],
-        },
-      },
+      // Session configuration entries by their dotted keys (onnxruntime-node passes them on as they are).
+      extra: settings.config,
     };
     if (this.options.intraOpThreads) opts.intraOpNumThreads = this.options.intraOpThreads;
     if (this.options.optimizedModelPath) opts.optimizedModelFilePath = this.options.optimizedModelPath;

@@ -214,6 +214,9 @@ function emitDequantized(
 ): string {
   const { format, n, k, blockSize } = node.attrs;
   const [packed, scales, zeroPoints] = node.inputs.slice(offset) as [Tensor, Tensor, Tensor | undefined];
+  if (format === 'nf4' && ctx.nativeKernels && node.attrs.levels && dt === 'float32') {
+    return emitDequantize4bit(ctx, node.attrs, packed, scales, after);
+  }
   const pairs = emitPairTable(ctx, node.attrs.levels);
   const to = dt === 'float64' ? 11 : dt === 'float16' ? 10 : 1;
   const castTo = (name: string) => {
@@ -223,10 +226,6 @@ function emitDequantized(
     return c;
   };
   const w = ctx.fresh('w');
-  if (format === 'nf4' && ctx.nativeKernels && node.attrs.levels && dt === 'float32') {
-    ctx.node('Identity', [emitDequantize4bit(ctx, node.attrs, packed, scales, after)], [w]);
-    return w;
-  }
   if (format === 'nf4') {
     const total = n * k;
     const nBlocks = Math.ceil(total / blockSize);
