@@ -9,6 +9,7 @@
 //   run(session, inputNames, inputs: [elementType, dims, TypedArray][], outputNames)
 //       → Promise<[elementType, dims, ArrayBuffer][]>
 //   release(session)
+//   memorySettings() → { mallocMmapThresholdFixed, memReuseOff } (memory-settings.cc; false until loaded)
 // Errors reject (or throw) with ONNX Runtime's message.
 #include <dlfcn.h>
 #include <node_api.h>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "matmul-4bit-op.h"
+#include "memory-settings.h"
 #include "ort-abi.h"
 
 namespace {
@@ -26,16 +28,11 @@ const ort::Api* g_api = nullptr;
 ort::Env* g_env = nullptr;
 ort::CustomOpDomain* g_domain = nullptr;
 ort::MemoryInfo* g_cpu = nullptr;
-// The shared CPU arena (registered on the OrtEnv) and the run options that shrink it after each run: what
-// sessions of large models use instead of a per-session arena or none (see RegisterSharedArena).
+// The shared CPU arena (registered on the OrtEnv): what sessions of large models use instead of a per-session
+// arena or none (see RegisterSharedArena).
 bool g_shared_arena = false;
-ort::RunOptions* g_shrink_after_run = nullptr;
-
-// A session and how it runs.
-struct Handle {
-  ort::Session* session;
-  bool shrink_after_run;
-};
+// The memory settings of memory-settings.cc that took effect (reported by memorySettings()).
+bool g_mmap_threshold_fixed = false, g_mem_reuse_switch = false;
 
 // napi_* calls fail only on misuse (wrong value types, which the JS wrapper prevents); a failure throws a JS
 // error with the call's text, and the binding returns.
@@ -85,9 +82,11 @@ napi_value StringArray(napi_env env, const std::vector<std::string>& xs) {
 // fresh mmap whose pages fault in one by one; ORT's default per-session arena avoids that but grows by powers
 // of two and never gives memory back (measured: a training step's peak rose from 3.7 to 4.6–7.7 GB over runs).
 // So large models' sessions share one arena that grows by what is asked (arena_extend_strategy 1,
-// kSameAsRequested) and is shrunk after each run (memory.enable_memory_arena_shrinkage): within a run a freed
-// weight's pages are reused by the next, and between runs the memory goes back. Best effort: when the
-// registration fails, those sessions run without an arena as before.
+// kSameAsRequested): a freed weight's pages are reused by the next. It keeps its pages between runs: shrinking
+// it after each run (memory.enable_memory_arena_shrinkage) made every training step fault its buffers in
+// again, 0.1–0.6 s a step, and lowered no peak once the planner's reuse was off (memory-settings.cc): 1, 2 and
+// 4 layers at 1 × 512 tokens peaked at 2140 / 2287 / 2561 MB with the shrink, 2170 / 2303 / 2575 without.
+// Best effort: when the registration fails, those sessions run without an arena.
 void RegisterSharedArena() {
   const char* keys[] = {"arena_extend_strategy"};
   const size_t values[] = {1};
@@ -97,9 +96,6 @@ void RegisterSharedArena() {
   if (err.empty())
     err = Take(g_api->CreateMemoryInfo("Cpu", ort::kArenaAllocator, 0, ort::kMemTypeDefault, &info));
   if (err.empty()) err = Take(g_api->CreateAndRegisterAllocator(g_env, info, cfg));
-  if (err.empty()) err = Take(g_api->CreateRunOptions(&g_shrink_after_run));
-  if (err.empty())
-    err = Take(g_api->AddRunConfigEntry(g_shrink_after_run, "memory.enable_memory_arena_shrinkage", "cpu:0"));
   if (info) g_api->ReleaseMemoryInfo(info);
   if (cfg) g_api->ReleaseArenaCfg(cfg);
   g_shared_arena = err.empty();
@@ -140,6 +136,8 @@ napi_value Load(napi_env env, napi_callback_info info) {
     return nullptr;
   }
   RegisterSharedArena();
+  g_mem_reuse_switch = moka::FindMemReuseSwitch(g_api);
+  g_mmap_threshold_fixed = moka::FixMallocMmapThreshold();
   version = base->GetVersionString();
   napi_value v;
   NAPI_OK(napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &v));
@@ -158,7 +156,6 @@ struct CreateJob {
   napi_ref model_ref = nullptr;
   int threads = 0, optimization = 99, log_severity = 4;
   int mem_arena = 1;  // 0 none, 1 the session's own, 2 the shared arena
-  bool shrink_after_run = true;  // with the shared arena: give its free memory back after each run
   std::vector<std::pair<std::string, std::string>> config;
   ort::Session* session = nullptr;
   std::vector<std::string> input_names, output_names;
@@ -195,6 +192,7 @@ void CreateExecute(napi_env, void* data) {
   if (err.empty()) err = Take(g_api->SetCpuMemArena(opts, job->mem_arena == 1));
   if (err.empty() && shared) err = Take(g_api->AddSessionConfigEntry(opts, "session.use_env_allocators", "1"));
   if (err.empty()) err = Take(g_api->DisableMemPattern(opts));
+  if (err.empty()) moka::DisableMemReuse(opts);  // best effort: see memory-settings.cc
   if (err.empty() && !job->optimized_path.empty())
     err = Take(g_api->SetOptimizedModelFilePath(opts, job->optimized_path.c_str()));
   if (err.empty() && !job->profile_prefix.empty())
@@ -229,8 +227,7 @@ void CreateComplete(napi_env env, napi_status, void* data) {
   } else {
     napi_value result, handle;
     napi_create_object(env, &result);
-    auto* h = new Handle{job->session, job->mem_arena == 2 && g_shared_arena && job->shrink_after_run};
-    napi_create_external(env, h, nullptr, nullptr, &handle);
+    napi_create_external(env, job->session, nullptr, nullptr, &handle);
     napi_set_named_property(env, result, "session", handle);
     napi_set_named_property(env, result, "inputNames", StringArray(env, job->input_names));
     napi_set_named_property(env, result, "outputNames", StringArray(env, job->output_names));
@@ -280,7 +277,6 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
   job->optimization = IntProperty(env, o, "graphOptimizationLevel", 99);
   job->log_severity = IntProperty(env, o, "logSeverityLevel", 4);
   job->mem_arena = IntProperty(env, o, "memArena", 1);
-  job->shrink_after_run = IntProperty(env, o, "shrinkArenaAfterRun", 1) != 0;
   if (napi_value p = Property(env, o, "optimizedModelPath")) job->optimized_path = StringArg(env, p);
   if (napi_value p = Property(env, o, "profileFilePrefix")) job->profile_prefix = StringArg(env, p);
   if (napi_value cfg = Property(env, o, "config")) {
@@ -318,7 +314,6 @@ struct RunJob {
   napi_async_work work = nullptr;
   napi_deferred deferred = nullptr;
   ort::Session* session = nullptr;
-  bool shrink_after_run = false;
   std::vector<std::string> input_names, output_names;
   std::vector<ort::Value*> inputs;
   std::vector<napi_ref> keep_alive;  // the input arrays whose memory the input values point into
@@ -332,7 +327,7 @@ void RunExecute(napi_env, void* data) {
   for (auto& n : job->input_names) in_names.push_back(n.c_str());
   for (auto& n : job->output_names) out_names.push_back(n.c_str());
   job->outputs.assign(out_names.size(), nullptr);
-  job->error = Take(g_api->Run(job->session, job->shrink_after_run ? g_shrink_after_run : nullptr, in_names.data(), job->inputs.data(), in_names.size(),
+  job->error = Take(g_api->Run(job->session, nullptr, in_names.data(), job->inputs.data(), in_names.size(),
                                out_names.data(), out_names.size(), job->outputs.data()));
 }
 
@@ -457,10 +452,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
   auto* job = new RunJob;
   void* handle = nullptr;
   napi_get_value_external(env, args[0], &handle);
-  if (auto* h = static_cast<Handle*>(handle)) {
-    job->session = h->session;
-    job->shrink_after_run = h->shrink_after_run;
-  }
+  job->session = static_cast<ort::Session*>(handle);
   job->input_names = StringList(env, args[1]);
   job->output_names = StringList(env, args[3]);
   napi_value promise;
@@ -489,10 +481,18 @@ napi_value Release(napi_env env, napi_callback_info info) {
   auto args = Args(env, info, 1);
   void* handle = nullptr;
   napi_get_value_external(env, args[0], &handle);
-  auto* h = static_cast<Handle*>(handle);
-  if (h && g_api) g_api->ReleaseSession(h->session);
-  delete h;
+  if (handle && g_api) g_api->ReleaseSession(static_cast<ort::Session*>(handle));
   return nullptr;
+}
+
+napi_value MemorySettings(napi_env env, napi_callback_info) {
+  napi_value result, fixed, reuse;
+  NAPI_OK(napi_create_object(env, &result));
+  NAPI_OK(napi_get_boolean(env, g_mmap_threshold_fixed, &fixed));
+  NAPI_OK(napi_get_boolean(env, g_mem_reuse_switch, &reuse));
+  NAPI_OK(napi_set_named_property(env, result, "mallocMmapThresholdFixed", fixed));
+  NAPI_OK(napi_set_named_property(env, result, "memReuseOff", reuse));
+  return result;
 }
 
 napi_value Init(napi_env env, napi_value exports) {
@@ -501,6 +501,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"createSession", nullptr, CreateSession, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"run", nullptr, Run, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"memorySettings", nullptr, MemorySettings, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   return exports;

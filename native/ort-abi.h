@@ -61,7 +61,6 @@ enum Slot : int {
   kCreateSessionFromArray = 8,
   kRun = 9,
   kCreateSessionOptions = 10,
-  kCreateRunOptions = 39,
   kSetOptimizedModelFilePath = 11,
   kEnableProfiling = 14,
   kEnableCpuMemArena = 18,
@@ -100,7 +99,6 @@ enum Slot : int {
   kCreateAndRegisterAllocator = 144,
   kReleaseArenaCfg = 157,
   kCreateArenaCfgV2 = 164,
-  kAddRunConfigEntry = 165,
 };
 
 // OrtApiBase: {GetApi, GetVersionString}; the library exports OrtGetApiBase().
@@ -152,10 +150,6 @@ class Api {
     using F = Status* (*)(Session*, const RunOptions*, const char* const*, const Value* const*, size_t,
                           const char* const*, size_t, Value**);
     return fn<F>(kRun)(s, options, in_names, in, n_in, out_names, n_out, out);
-  }
-  Status* CreateRunOptions(RunOptions** out) const { return fn<Status* (*)(RunOptions**)>(kCreateRunOptions)(out); }
-  Status* AddRunConfigEntry(RunOptions* o, const char* key, const char* value) const {
-    return fn<Status* (*)(RunOptions*, const char*, const char*)>(kAddRunConfigEntry)(o, key, value);
   }
   Status* CreateMemoryInfo(const char* name, int allocator_type, int id, int mem_type, MemoryInfo** out) const {
     return fn<Status* (*)(const char*, int, int, int, MemoryInfo**)>(kCreateMemoryInfo)(name, allocator_type, id,

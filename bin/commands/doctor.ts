@@ -1,7 +1,7 @@
 /** `moka doctor`: what this machine offers the engine (runtime versions, execution providers). */
 import type { Command } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { nativeKernelsUnavailableReason } from '../../lib/engine/native-session.ts';
+import { nativeKernelsUnavailableReason, nativeMemorySettings } from '../../lib/engine/native-session.ts';
 
 export function registerDoctor(program: Command): void {
   program
@@ -19,6 +19,8 @@ export function registerDoctor(program: Command): void {
         providers: backends.map((b) => ({ name: b.name, bundled: b.bundled })),
         // The NF4 generation kernel (native/; `npm run build:native`): without it NF4 generation is slower.
         nativeKernels: nativeKernelsUnavailableReason() ?? 'loaded',
+        // What the addon changed about memory (native/memory-settings.cc); null without the addon.
+        nativeMemory: nativeMemorySettings(),
       };
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -28,6 +30,13 @@ export function registerDoctor(program: Command): void {
       process.stdout.write(`onnxruntime   ${report.onnxruntime}\n`);
       process.stdout.write(`platform      ${report.platform}\n`);
       process.stdout.write(`native        ${report.nativeKernels}\n`);
+      if (report.nativeMemory) {
+        const m = report.nativeMemory;
+        process.stdout.write(
+          `memory        ORT planner buffer reuse ${m.memReuseOff ? 'off' : 'on (its switch was not found)'}; ` +
+            `malloc mmap threshold ${m.mallocMmapThresholdFixed ? 'fixed at 1 MiB' : 'left as it is'}\n`,
+        );
+      }
       for (const p of report.providers) {
         process.stdout.write(
           `provider      ${p.name.padEnd(9)} ${p.bundled ? 'bundled' : 'needs install'}\n`,

@@ -34,6 +34,17 @@ interface Addon {
   ): Promise<{ session: object; inputNames: string[]; outputNames: string[] }>;
   run(session: object, inputNames: string[], inputs: Triple[], outputNames: string[]): Promise<Triple[]>;
   release(session: object): void;
+  memorySettings(): NativeMemorySettings;
+}
+
+/**
+ * The memory settings the addon applied when it loaded (native/memory-settings.cc): glibc's mmap threshold fixed
+ * at 1 MiB (so freed buffers go back to the system), and ONNX Runtime's planner buffer reuse turned off in its
+ * sessions (the switch ORT's C API does not offer, found in its session options).
+ */
+export interface NativeMemorySettings {
+  mallocMmapThresholdFixed: boolean;
+  memReuseOff: boolean;
 }
 
 /** Session settings, as onnxruntime-node's SessionOptions name them. */
@@ -45,12 +56,10 @@ export interface NativeSessionOptions {
   logSeverityLevel: number;
   /**
    * ORT's CPU arena: 0 none, 1 the session's own (ORT's default; grows by powers of two, keeps what it took),
-   * 2 one arena shared by the addon's sessions that grows by what is asked and is shrunk after each run (for
-   * large models: no page faults for each transient weight, and nothing kept between runs; see native/).
+   * 2 one arena shared by the addon's sessions that grows by what is asked (for large models: no page faults
+   * for each transient weight; see native/moka-native.cc).
    */
   memArena: 0 | 1 | 2;
-  /** With memArena 2: give the shared arena's free memory back after each run (1, default) or keep it (0). */
-  shrinkArenaAfterRun?: 0 | 1;
   optimizedModelPath?: string;
   /** Write ORT's per-node profile (JSON, on release) to files with this prefix. */
   profileFilePrefix?: string;
@@ -117,6 +126,11 @@ export function nativeKernels(): Addon | null {
 export function nativeKernelsUnavailableReason(): string | null {
   nativeKernels();
   return addon ? null : loadError;
+}
+
+/** The memory settings the addon applied (see NativeMemorySettings), or null when it is not loaded. */
+export function nativeMemorySettings(): NativeMemorySettings | null {
+  return nativeKernels()?.memorySettings() ?? null;
 }
 
 /** An ONNX Runtime session created by the addon, used like an onnxruntime-node InferenceSession. */

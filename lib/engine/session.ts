@@ -63,15 +63,6 @@ export interface SessionOptions {
    * everywhere). Graphs that end up using none run on onnxruntime-node as before.
    */
   nativeKernels?: boolean;
-  /**
-   * Sessions of moka's native addon for models with external weights share one CPU arena (see memArena); give
-   * its free memory back after each run (default true). Measured on LLaMA-2-7B NF4 training steps (peak RSS,
-   * shrink vs not): 32 layers 7704 vs 7895 MB at the same speed (113 vs 117 s for two steps); 1–4 layers
-   * 250–450 MB higher with the shrink, and each step pays a fixed 0.2–0.6 s to fault its buffers in again (on
-   * one layer NF4/float 1.22–1.50 instead of 1.05–1.09). Kept for the model sizes moka is for, and so that
-   * memory goes back between runs. Inference (LlamaModel: many short runs) turns it off.
-   */
-  shrinkArenaAfterRun?: boolean;
 }
 
 export type Feed = HostArray | ort.Tensor | { data: HostArray; dims: readonly number[] };
@@ -340,9 +331,8 @@ export class Session {
         ...(this.options.intraOpThreads ? { intraOpThreads: this.options.intraOpThreads } : {}),
         graphOptimizationLevel: OPTIMIZATION_LEVEL[settings.graphOptimizationLevel],
         logSeverityLevel: settings.logSeverityLevel,
-        // Large models (no per-session arena): the addon's shared arena, shrunk after each run.
+        // Large models (no per-session arena): the addon's shared arena.
         memArena: memArena ? 1 : 2,
-        shrinkArenaAfterRun: (this.options.shrinkArenaAfterRun ?? true) ? 1 : 0,
         ...(this.options.optimizedModelPath ? { optimizedModelPath: this.options.optimizedModelPath } : {}),
         ...(process.env.MOKA_ORT_PROFILE ? { profileFilePrefix: process.env.MOKA_ORT_PROFILE } : {}),
         config: Object.entries(settings.config),

@@ -329,9 +329,6 @@ export class LlamaModel {
       intraOpThreads: this.options.intraOpThreads,
       externalDataTotalBytes: this.options.externalDataTotalBytes ?? DEFAULT_EXTERNAL_BYTES,
       nativeKernels: this.options.nativeKernels,
-      // Inference runs are short and many (a scoring batch, a decode step): keep the shared arena's pages
-      // between them rather than fault them in again each run (lib/engine/session.ts).
-      shrinkArenaAfterRun: false,
     };
   }
 
