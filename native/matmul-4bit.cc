@@ -44,6 +44,9 @@ constexpr int kLanes = 8;         // partial sums per row of X: one AVX register
 // Up to this many rows of X, the vector paths decode W straight into registers, once per eight rows; above it, into
 // a chunk buffer that a 4-row x 2-column register tile reads (less traffic from X per weight; measured faster at 32).
 constexpr int64_t kFusedRowsMax = 16;
+// A row of X of this many floats (32 KiB, a common L1 data cache) or more no longer stays in L1 across output
+// features: the AVX-512 path then decodes four features per pass over a single row (FusedTileAvx512).
+constexpr int64_t kL1RowFloats = 8192;
 
 bool FastPathApplies(int64_t K, int64_t block_size) { return K % kGroup == 0 && block_size % kGroup == 0; }
 
@@ -181,10 +184,12 @@ MOKA_AVX2 void DecodeChunkAvx2(const uint8_t* packed, const float* absmax, const
 
 // acc[r * C + c] += x[r, 0..count) · w[c] for R rows of X and C columns of W at once (a register tile): each
 // loaded x register feeds C FMAs and each w register R, so loads stay below the FMA rate, and S independent chains
-// per (r, c) keep enough FMAs in flight to hide their latency without spilling the 16 ymm registers.
+// per (r, c) keep enough FMAs in flight to hide their latency without spilling the 16 ymm registers. S depends on
+// R only: a column is summed the same way whether it is paired (C = 2) or alone (C = 1, the odd one out of a
+// thread's range), so a result does not depend on how columns are split across threads.
 template <int R, int C>
 MOKA_AVX2 void DotTileAvx2(const float* x, int64_t K, const float* w, int64_t count, __m256* acc) {
-  constexpr int S = (2 * R * C + 2 * C <= 14) ? 2 : 1;
+  constexpr int S = R <= 2 ? 2 : 1;
   __m256 sum[S][R * C];
   for (int rc = 0; rc < R * C; ++rc) {
     sum[0][rc] = acc[rc];
@@ -345,34 +350,59 @@ MOKA_AVX512 inline void NextBlockAt(int64_t k, int64_t block_size, const float* 
   }
 }
 
-// Output feature n for R <= 8 rows of X; two accumulator chains per row (even and odd groups of 16).
-template <int R>
-MOKA_AVX512 void FusedRowsAvx512(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
+// Output features n .. n+C-1 for R <= 8 rows of X; two accumulator chains per (row, feature): even and odd groups
+// of 16. With C > 1 each loaded x vector feeds C FMAs: one feature at a time, a single row of X is read again for
+// every feature, from L2 once the row outgrows L1 (K = 11008: 44 KB against 5.5 KB of packed weights). Each
+// (row, feature) sums in the same order for every R and C, so results do not depend on how they are grouped.
+template <int R, int C>
+MOKA_AVX512 void FusedTileAvx512(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
                                  const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
-  __m512 even[R], odd[R];
-  for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm512_setzero_ps();
+  __m512 even[R][C], odd[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) even[r][c] = odd[r][c] = _mm512_setzero_ps();
   const __m512 code16 = _mm512_loadu_ps(code);
-  int64_t block = n * K / block_size;
-  int64_t next_block_k = block_size - n * K % block_size;
-  __m512 levels = _mm512_mul_ps(code16, _mm512_set1_ps(absmax[block]));
-  const uint8_t* p = packed + n * K / 2;
+  int64_t block[C], next_block_k[C];
+  __m512 levels[C];
+  const uint8_t* p[C];
+  for (int c = 0; c < C; ++c) {
+    const int64_t start = (n + c) * K;
+    block[c] = start / block_size;
+    next_block_k[c] = block_size - start % block_size;
+    levels[c] = _mm512_mul_ps(code16, _mm512_set1_ps(absmax[block[c]]));
+    p[c] = packed + start / 2;
+  }
   int64_t k = 0;
-  for (; k + 2 * kGroup <= K; k += 2 * kGroup, p += kGroup) {
-    NextBlockAt(k, block_size, absmax, code16, block, next_block_k, levels);
-    const __m512 w0 = DecodeSixteen(p, levels);
-    NextBlockAt(k + kGroup, block_size, absmax, code16, block, next_block_k, levels);
-    const __m512 w1 = DecodeSixteen(p + kGroup / 2, levels);
+  for (; k + 2 * kGroup <= K; k += 2 * kGroup) {
+    __m512 w0[C], w1[C];
+    for (int c = 0; c < C; ++c) {
+      NextBlockAt(k, block_size, absmax, code16, block[c], next_block_k[c], levels[c]);
+      w0[c] = DecodeSixteen(p[c] + k / 2, levels[c]);
+      NextBlockAt(k + kGroup, block_size, absmax, code16, block[c], next_block_k[c], levels[c]);
+      w1[c] = DecodeSixteen(p[c] + (k + kGroup) / 2, levels[c]);
+    }
     for (int r = 0; r < R; ++r) {
-      even[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k), w0, even[r]);
-      odd[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k + kGroup), w1, odd[r]);
+      const __m512 x0 = _mm512_loadu_ps(x + r * K + k), x1 = _mm512_loadu_ps(x + r * K + k + kGroup);
+      for (int c = 0; c < C; ++c) {
+        even[r][c] = _mm512_fmadd_ps(x0, w0[c], even[r][c]);
+        odd[r][c] = _mm512_fmadd_ps(x1, w1[c], odd[r][c]);
+      }
     }
   }
   if (k < K) {  // K is an odd number of groups
-    NextBlockAt(k, block_size, absmax, code16, block, next_block_k, levels);
-    const __m512 w0 = DecodeSixteen(p, levels);
-    for (int r = 0; r < R; ++r) even[r] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k), w0, even[r]);
+    for (int c = 0; c < C; ++c) {
+      NextBlockAt(k, block_size, absmax, code16, block[c], next_block_k[c], levels[c]);
+      const __m512 w0 = DecodeSixteen(p[c] + k / 2, levels[c]);
+      for (int r = 0; r < R; ++r) even[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * K + k), w0, even[r][c]);
+    }
   }
-  for (int r = 0; r < R; ++r) y[r * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(even[r], odd[r]));
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) y[r * N + n + c] = _mm512_reduce_add_ps(_mm512_add_ps(even[r][c], odd[r][c]));
+}
+
+template <int R>
+MOKA_AVX512 void FusedRowsAvx512(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
+                                 const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
+  FusedTileAvx512<R, 1>(x, K, packed, absmax, code, N, block_size, y, n);
 }
 
 MOKA_AVX512 void FusedColumnAvx512(const float* x, int64_t rows, int64_t K, const uint8_t* packed,
@@ -402,8 +432,16 @@ MOKA_AVX512 void FastRowsAvx512(const float* x, int64_t M, int64_t K, const uint
       FastRowsAvx2(x + m0 * K, rows, K, packed, absmax, code, N, block_size, y + m0 * N, n_begin, n_end);
       continue;
     }
-    for (int64_t n = n_begin; n < n_end; ++n)
-      FusedColumnAvx512(x + m0 * K, rows, K, packed, absmax, code, N, block_size, y + m0 * N, n);
+    const float* xt = x + m0 * K;
+    float* yt = y + m0 * N;
+    int64_t n = n_begin;
+    // One row (generation) longer than L1 holds: four features per pass over it (registers allow no more).
+    // Measured at one row: 11008 -> 4096 took 2.4 ms instead of 3.3; at K = 4096, where the row stays in L1,
+    // two or four features per pass were slower (1.06 and 1.15 ms against 0.85), hence the threshold.
+    if (rows == 1 && K >= kL1RowFloats) {
+      for (; n + 4 <= n_end; n += 4) FusedTileAvx512<1, 4>(xt, K, packed, absmax, code, N, block_size, yt, n);
+    }
+    for (; n < n_end; ++n) FusedColumnAvx512(xt, rows, K, packed, absmax, code, N, block_size, yt, n);
   }
 }
 #pragma GCC diagnostic pop

@@ -4,7 +4,8 @@
 // aarch64): the run-time dispatch, the portable path (detail::MatMul4bitRowsScalar) and,
 // when the CPU has it, the AVX2+FMA path (detail::MatMul4bitRowsAvx2). Shapes cover the fast path (K % 16 == 0 and
 // block_size % 16 == 0, with and without blocks straddling rows), the general path (K odd, block_size 2), M above
-// the kernel's row tile, and split n ranges whose outside columns must stay untouched.
+// the kernel's row tile, and split n ranges whose outside columns must stay untouched and whose own columns must
+// equal, bit for bit, those of the whole range.
 //
 // Tolerance, per element: |y - ref| <= 1e-5 * (sum_k |x[m,k] * w[n,k]| + 1e-30), where ref and w are computed in
 // double (w = code[q] * absmax). Float32 accumulation over K terms stays far inside this for the K used here.
@@ -107,8 +108,8 @@ struct Stats {
   double worst_vs_float = 0;   // max |y - decode_dot| / (sum |x w| + 1e-30)
 };
 
-// Runs `kernel` on columns [n_begin, n_end) of a fresh y and checks every element of y.
-void CheckRange(const char* path, Kernel kernel, const Problem& p, const Reference& ref, int64_t n_begin,
+// Runs `kernel` on columns [n_begin, n_end) of a fresh y, checks every element of y, and returns y.
+std::vector<float> CheckRange(const char* path, Kernel kernel, const Problem& p, const Reference& ref, int64_t n_begin,
                 int64_t n_end, Stats& stats) {
   std::vector<float> y(p.M * p.N, kUntouched);
   kernel(p.x(), p.M, p.K, p.packed(), p.absmax(), kNf4, p.N, p.block_size, y.data(), n_begin, n_end);
@@ -138,15 +139,27 @@ void CheckRange(const char* path, Kernel kernel, const Problem& p, const Referen
       }
     }
   }
+  return y;
 }
 
-// The whole of [0, N), then [0, N) in three uneven chunks (some empty when N is small), each on a fresh y.
+// The whole of [0, N), then [0, N) in three uneven chunks (some empty when N is small), each on a fresh y. A chunk
+// must give bit-for-bit what the whole range gave in its columns: how output features are split across threads
+// (and grouped inside the kernel) must not change a result.
 void CheckProblem(const char* path, Kernel kernel, const Problem& p, const Reference& ref, Stats& stats) {
-  CheckRange(path, kernel, p, ref, 0, p.N, stats);
-  const int64_t cut1 = p.N / 5, cut2 = (p.N * 3) / 4;
-  CheckRange(path, kernel, p, ref, 0, cut1, stats);
-  CheckRange(path, kernel, p, ref, cut1, cut2, stats);
-  CheckRange(path, kernel, p, ref, cut2, p.N, stats);
+  const std::vector<float> whole = CheckRange(path, kernel, p, ref, 0, p.N, stats);
+  const int64_t cuts[] = {0, p.N / 5, (p.N * 3) / 4, p.N};
+  for (int c = 0; c < 3; ++c) {
+    const std::vector<float> part = CheckRange(path, kernel, p, ref, cuts[c], cuts[c + 1], stats);
+    for (int64_t m = 0; m < p.M; ++m) {
+      for (int64_t n = cuts[c]; n < cuts[c + 1]; ++n) {
+        const int64_t e = m * p.N + n;
+        if (part[e] != whole[e] && stats.failures++ < 10)
+          std::printf("FAIL %s M=%lld N=%lld K=%lld bs=%lld m=%lld n=%lld: %.9g in [%lld, %lld), %.9g in the whole\n",
+                      path, (long long)p.M, (long long)p.N, (long long)p.K, (long long)p.block_size, (long long)m,
+                      (long long)n, part[e], (long long)cuts[c], (long long)cuts[c + 1], whole[e]);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -165,7 +178,8 @@ int main() {
   };
   constexpr int kPaths = sizeof paths / sizeof paths[0];
   const int64_t Ms[] = {1, 3, 6, 13, 17, 33};
-  const int64_t NKs[][2] = {{1, 64}, {5, 128}, {64, 4096}, {7, 96}, {3, 33}, {130, 64}, {4, 272}};
+  // K = 8208: a row of X beyond L1, where one row takes four output features per pass (6 = 4 + a tail of 2).
+  const int64_t NKs[][2] = {{1, 64}, {5, 128}, {64, 4096}, {7, 96}, {3, 33}, {130, 64}, {4, 272}, {6, 8208}};
   const int64_t block_sizes[] = {64, 32, 2, 48};
 
   std::mt19937 rng(20261130);
