@@ -1,36 +1,24 @@
-// Memory settings out of reach of ORT's C API and of Node, both measured on a LLaMA-2-7B-shaped NF4 model
-// training with MoKA on a 2-core machine (docs/scale.md, "Why the first added layer cost more").
+// ORT's planner buffer reuse, out of reach of its C API; measured on a LLaMA-2-7B-shaped NF4 model training
+// with MoKA on a 2-core machine (docs/scale.md, "Why the first added layer cost more").
 //
-// 1. ORT's allocation planner reuses buffers. When it plans a session it hands a freed intermediate buffer to
-//    the next tensor of exactly the same shape, and keeps the buffer allocated from its first tensor to the
-//    last read of its last one. A backward that recomputes each decoder layer repeats the same shapes layer
-//    after layer, so the buffers of the upper layer's backward stayed allocated, idle, through the lower layer's
-//    recomputed forward: from 1 to 2 layers a training step's peak rose by 500–600 MB, once (1 × 512 tokens:
-//    2537 → 3030 MB). With the reuse off every tensor is allocated (from the arena) when it is made and freed
-//    after its last read: 2169 → 2262 MB, at the same speed. ORT has the switch (SessionOptions::
-//    enable_mem_reuse; Python's `enable_mem_reuse`), but neither its C API nor a session config key sets it.
-//    So it is found: in ORT's SessionOptions (the first member of OrtSessionOptions) the bools
-//    enable_mem_pattern, enable_mem_reuse and enable_cpu_mem_arena are adjacent, in that order, in every
-//    release since 1.x. FindMemReuseSwitch toggles the two outer ones through the C API on a scratch options
-//    object and diffs its bytes: exactly one byte must flip for each, two bytes apart, with a byte holding
-//    `true` between them. Only then is that byte taken for enable_mem_reuse; otherwise nothing is written and
-//    sessions keep the reuse (and the memory above). `moka doctor` reports it; test/cli/cli.test.ts checks the
-//    installed ORT passes.
-//
-// 2. glibc's malloc starts with an mmap threshold of 128 KiB and raises it to the size of each mmapped block
-//    freed, up to 32 MiB; blocks under the threshold then come from its heaps, which keep freed memory
-//    (per thread, fragmented) instead of returning it. With ORT's worker threads and the arena's regions that
-//    was a steady growth: a training process gained ~290 MB of resident memory per step (1 layer, 1 × 512
-//    tokens: peaks 2398 → 2751 → 3051 MB over three steps; 2380 MB in each with the threshold fixed), and each
-//    step ran 0.3–0.5 s slower. Fixing the threshold (which turns the adjustment off) keeps blocks of 1 MiB
-//    and more as mappings, which go back to the system when freed.
+// ORT's allocation planner reuses buffers. When it plans a session it hands a freed intermediate buffer to
+// the next tensor of exactly the same shape, and keeps the buffer allocated from its first tensor to the
+// last read of its last one. A backward that recomputes each decoder layer repeats the same shapes layer
+// after layer, so the buffers of the upper layer's backward stayed allocated, idle, through the lower layer's
+// recomputed forward: from 1 to 2 layers a training step's peak rose by 500 MB, once (1 × 512 tokens, peak
+// RSS: 2557 → 3046 MB). With the reuse off every tensor is allocated (from the arena) when it is made and freed
+// after its last read: 2169 → 2296 MB, at the same speed (2.3–2.6 s and 4.2–4.3 s a step). ORT has the switch (SessionOptions::
+// enable_mem_reuse; Python's `enable_mem_reuse`), but neither its C API nor a session config key sets it.
+// So it is found: in ORT's SessionOptions (the first member of OrtSessionOptions) the bools
+// enable_mem_pattern, enable_mem_reuse and enable_cpu_mem_arena are adjacent, in that order, in every
+// release since 1.x. FindMemReuseSwitch toggles the two outer ones through the C API on a scratch options
+// object and diffs its bytes: exactly one byte must flip for each, two bytes apart, with a byte holding
+// `true` between them. Only then is that byte taken for enable_mem_reuse; otherwise nothing is written and
+// sessions keep the reuse (and the memory above). `moka doctor` reports it; test/cli/cli.test.ts checks the
+// installed ORT passes.
 #include "memory-settings.h"
 
-#include <cstdlib>
 #include <cstring>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 namespace moka {
 namespace {
@@ -59,16 +47,6 @@ long FlippedOff(const unsigned char* before, const unsigned char* after) {
 }
 
 }  // namespace
-
-bool FixMallocMmapThreshold() {
-#ifdef __GLIBC__
-  const char* tunables = getenv("GLIBC_TUNABLES");
-  if (getenv("MALLOC_MMAP_THRESHOLD_") || (tunables && strstr(tunables, "mmap_threshold"))) return false;
-  return mallopt(M_MMAP_THRESHOLD, 1 << 20) == 1;
-#else
-  return false;
-#endif
-}
 
 bool FindMemReuseSwitch(const ort::Api* api) {
   g_api = api;

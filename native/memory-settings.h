@@ -1,13 +1,9 @@
-// Two memory settings that ONNX Runtime's C API and Node do not offer, each applied only where it is checked
-// to be safe (memory-settings.cc says why each matters, with the measurements).
+// A memory setting that ONNX Runtime's C API does not offer, applied only where it is checked to be safe
+// (memory-settings.cc says why it matters, with the measurements).
 #pragma once
 #include "ort-abi.h"
 
 namespace moka {
-
-// Fixes glibc malloc's mmap threshold at 1 MiB (turning off its dynamic adjustment) unless the user set it.
-// Returns whether it was set; false outside glibc.
-bool FixMallocMmapThreshold();
 
 // Finds SessionOptions::enable_mem_reuse inside ORT's session options object (see the .cc). Call once, after
 // the API table is known; returns whether it was found.

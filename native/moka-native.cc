@@ -9,7 +9,7 @@
 //   run(session, inputNames, inputs: [elementType, dims, TypedArray][], outputNames)
 //       → Promise<[elementType, dims, ArrayBuffer][]>
 //   release(session)
-//   memorySettings() → { mallocMmapThresholdFixed, memReuseOff } (memory-settings.cc; false until loaded)
+//   memorySettings() → { memReuseOff } (memory-settings.cc; false until loaded)
 // Errors reject (or throw) with ONNX Runtime's message.
 #include <dlfcn.h>
 #include <node_api.h>
@@ -31,8 +31,8 @@ ort::MemoryInfo* g_cpu = nullptr;
 // The shared CPU arena (registered on the OrtEnv): what sessions of large models use instead of a per-session
 // arena or none (see RegisterSharedArena).
 bool g_shared_arena = false;
-// The memory settings of memory-settings.cc that took effect (reported by memorySettings()).
-bool g_mmap_threshold_fixed = false, g_mem_reuse_switch = false;
+// Whether ORT's planner buffer reuse can be turned off (memory-settings.cc; reported by memorySettings()).
+bool g_mem_reuse_switch = false;
 
 // napi_* calls fail only on misuse (wrong value types, which the JS wrapper prevents); a failure throws a JS
 // error with the call's text, and the binding returns.
@@ -82,11 +82,13 @@ napi_value StringArray(napi_env env, const std::vector<std::string>& xs) {
 // fresh mmap whose pages fault in one by one; ORT's default per-session arena avoids that but grows by powers
 // of two and never gives memory back (measured: a training step's peak rose from 3.7 to 4.6–7.7 GB over runs).
 // So large models' sessions share one arena that grows by what is asked (arena_extend_strategy 1,
-// kSameAsRequested): a freed weight's pages are reused by the next. It keeps its pages between runs: shrinking
-// it after each run (memory.enable_memory_arena_shrinkage) made every training step fault its buffers in
-// again, 0.1–0.6 s a step, and lowered no peak once the planner's reuse was off (memory-settings.cc): 1, 2 and
-// 4 layers at 1 × 512 tokens peaked at 2140 / 2287 / 2561 MB with the shrink, 2170 / 2303 / 2575 without.
-// Best effort: when the registration fails, those sessions run without an arena.
+// kSameAsRequested): a freed weight's pages are reused by the next. It keeps its pages between runs. Shrinking
+// it after each run (memory.enable_memory_arena_shrinkage; moka did until issue #11's last change) made every
+// training step fault its buffers in again (0.1–0.6 s a step), and the regions it freed went back to glibc,
+// whose heaps keep blocks of up to 32 MiB: a 1-layer LLaMA-2-7B step grew by ~290 MB per run (2398 → 2751 →
+// 3051 MB). With the planner's reuse off (memory-settings.cc) it lowered no peak either: 1, 2 and 4 layers at
+// 1 × 512 tokens peaked at 2140 / 2287 / 2561 MB with it, 2170 / 2303 / 2575 without (glibc's mmap threshold
+// fixed in both). Best effort: when the registration fails, those sessions run without an arena.
 void RegisterSharedArena() {
   const char* keys[] = {"arena_extend_strategy"};
   const size_t values[] = {1};
@@ -137,7 +139,6 @@ napi_value Load(napi_env env, napi_callback_info info) {
   }
   RegisterSharedArena();
   g_mem_reuse_switch = moka::FindMemReuseSwitch(g_api);
-  g_mmap_threshold_fixed = moka::FixMallocMmapThreshold();
   version = base->GetVersionString();
   napi_value v;
   NAPI_OK(napi_create_string_utf8(env, version, NAPI_AUTO_LENGTH, &v));
@@ -156,6 +157,7 @@ struct CreateJob {
   napi_ref model_ref = nullptr;
   int threads = 0, optimization = 99, log_severity = 4;
   int mem_arena = 1;  // 0 none, 1 the session's own, 2 the shared arena
+  bool mem_reuse = false;  // ORT's planner buffer reuse (off unless asked; memory-settings.cc)
   std::vector<std::pair<std::string, std::string>> config;
   ort::Session* session = nullptr;
   std::vector<std::string> input_names, output_names;
@@ -192,7 +194,7 @@ void CreateExecute(napi_env, void* data) {
   if (err.empty()) err = Take(g_api->SetCpuMemArena(opts, job->mem_arena == 1));
   if (err.empty() && shared) err = Take(g_api->AddSessionConfigEntry(opts, "session.use_env_allocators", "1"));
   if (err.empty()) err = Take(g_api->DisableMemPattern(opts));
-  if (err.empty()) moka::DisableMemReuse(opts);  // best effort: see memory-settings.cc
+  if (err.empty() && !job->mem_reuse) moka::DisableMemReuse(opts);  // best effort: see memory-settings.cc
   if (err.empty() && !job->optimized_path.empty())
     err = Take(g_api->SetOptimizedModelFilePath(opts, job->optimized_path.c_str()));
   if (err.empty() && !job->profile_prefix.empty())
@@ -277,6 +279,7 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
   job->optimization = IntProperty(env, o, "graphOptimizationLevel", 99);
   job->log_severity = IntProperty(env, o, "logSeverityLevel", 4);
   job->mem_arena = IntProperty(env, o, "memArena", 1);
+  job->mem_reuse = IntProperty(env, o, "memReuse", 0) != 0;
   if (napi_value p = Property(env, o, "optimizedModelPath")) job->optimized_path = StringArg(env, p);
   if (napi_value p = Property(env, o, "profileFilePrefix")) job->profile_prefix = StringArg(env, p);
   if (napi_value cfg = Property(env, o, "config")) {
@@ -486,11 +489,9 @@ napi_value Release(napi_env env, napi_callback_info info) {
 }
 
 napi_value MemorySettings(napi_env env, napi_callback_info) {
-  napi_value result, fixed, reuse;
+  napi_value result, reuse;
   NAPI_OK(napi_create_object(env, &result));
-  NAPI_OK(napi_get_boolean(env, g_mmap_threshold_fixed, &fixed));
   NAPI_OK(napi_get_boolean(env, g_mem_reuse_switch, &reuse));
-  NAPI_OK(napi_set_named_property(env, result, "mallocMmapThresholdFixed", fixed));
   NAPI_OK(napi_set_named_property(env, result, "memReuseOff", reuse));
   return result;
 }

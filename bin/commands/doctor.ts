@@ -31,10 +31,9 @@ export function registerDoctor(program: Command): void {
       process.stdout.write(`platform      ${report.platform}\n`);
       process.stdout.write(`native        ${report.nativeKernels}\n`);
       if (report.nativeMemory) {
-        const m = report.nativeMemory;
+        const off = report.nativeMemory.memReuseOff;
         process.stdout.write(
-          `memory        ORT planner buffer reuse ${m.memReuseOff ? 'off' : 'on (its switch was not found)'}; ` +
-            `malloc mmap threshold ${m.mallocMmapThresholdFixed ? 'fixed at 1 MiB' : 'left as it is'}\n`,
+          `memory        ORT planner buffer reuse ${off ? 'off' : 'on (its switch was not found)'}\n`,
         );
       }
       for (const p of report.providers) {

@@ -38,12 +38,11 @@ interface Addon {
 }
 
 /**
- * The memory settings the addon applied when it loaded (native/memory-settings.cc): glibc's mmap threshold fixed
- * at 1 MiB (so freed buffers go back to the system), and ONNX Runtime's planner buffer reuse turned off in its
- * sessions (the switch ORT's C API does not offer, found in its session options).
+ * What the addon can change about memory (native/memory-settings.cc): `memReuseOff`, whether it found ORT's
+ * planner buffer reuse switch (which ORT's C API does not offer) in its session options, and so turns the
+ * reuse off in its sessions.
  */
 export interface NativeMemorySettings {
-  mallocMmapThresholdFixed: boolean;
   memReuseOff: boolean;
 }
 
@@ -60,6 +59,11 @@ export interface NativeSessionOptions {
    * for each transient weight; see native/moka-native.cc).
    */
   memArena: 0 | 1 | 2;
+  /**
+   * ORT's allocation planner buffer reuse: 0 (default) off, where the addon found its switch; 1 on (ORT's
+   * default). See native/memory-settings.cc.
+   */
+  memReuse?: 0 | 1;
   optimizedModelPath?: string;
   /** Write ORT's per-node profile (JSON, on release) to files with this prefix. */
   profileFilePrefix?: string;

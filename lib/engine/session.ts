@@ -333,6 +333,9 @@ export class Session {
         logSeverityLevel: settings.logSeverityLevel,
         // Large models (no per-session arena): the addon's shared arena.
         memArena: memArena ? 1 : 2,
+        // ORT's planner buffer reuse stays off (native/memory-settings.cc) unless MOKA_ORT_MEM_REUSE=1 asks
+        // for it, to compare.
+        memReuse: process.env.MOKA_ORT_MEM_REUSE === '1' ? 1 : 0,
         ...(this.options.optimizedModelPath ? { optimizedModelPath: this.options.optimizedModelPath } : {}),
         ...(process.env.MOKA_ORT_PROFILE ? { profileFilePrefix: process.env.MOKA_ORT_PROFILE } : {}),
         config: Object.entries(settings.config),

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { Graph, Session } from '../../lib/engine/index.ts';
+import { nativeMemorySettings } from '../../lib/engine/native-session.ts';
 import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
 import { buildLlamaGraph } from '../../lib/model/llama-graph.ts';
 import { quantizeCheckpoint } from '../../lib/quant/quantize-checkpoint.ts';
@@ -190,6 +191,47 @@ describe('a session over a 4-bit base holds no decoded weights', () => {
     const uses = decodeConsumers(graph);
     expect(uses.length).toBeGreaterThan(0);
     expect(uses.every((u) => u === 1)).toBe(true);
+  });
+
+  it("ORT's planner buffer reuse, off in native sessions, changes no gradient (MOKA_ORT_MEM_REUSE=1 turns it on)", async () => {
+    expect(nativeMemorySettings()).toEqual({ memReuseOff: true });
+    const runtime = createAdapterRuntime(
+      base.config,
+      parseAdapterConfig({ type: 'moka', targetModules: 'all-linear' }),
+      { seed: 2 },
+    );
+    const step = async (memReuse: boolean) => {
+      const before = process.env.MOKA_ORT_MEM_REUSE;
+      if (memReuse) process.env.MOKA_ORT_MEM_REUSE = '1';
+      else delete process.env.MOKA_ORT_MEM_REUSE;
+      const program = createLlamaStepProgram({
+        config: base.config,
+        weights: base.weights,
+        base: base.base!,
+        adapter: runtime,
+        intraOpThreads: 1,
+        recompute: true,
+      });
+      const rand = seededRandom(5);
+      const params = new Map(
+        program.trainables.map((t) => [t.name, Float32Array.from(randomNormal(t.init.length, rand, 0.05))]),
+      );
+      try {
+        return await program.lossAndGrads(batchOf(2, 16), params); // sessions are made by the first run
+      } finally {
+        await program.release();
+        if (before === undefined) delete process.env.MOKA_ORT_MEM_REUSE;
+        else process.env.MOKA_ORT_MEM_REUSE = before;
+      }
+    };
+    const off = await step(false);
+    const on = await step(true);
+    // Where buffers live does not change arithmetic: equal bit for bit.
+    expect(off.lossSum).toBe(on.lossSum);
+    expect([...off.grads.keys()]).toEqual([...on.grads.keys()]);
+    for (const [name, g] of on.grads) {
+      expect(Buffer.from(off.grads.get(name)!.buffer)).toEqual(Buffer.from(g.buffer));
+    }
   });
 
   it('forward (scoring, decoding): fused projections only, the logits of the dequantized model', async () => {
