@@ -7,8 +7,8 @@
  * "Loading" is what lib/model does before ONNX Runtime is involved: open and validate the directory, prepare
  * the float32 weights (F32 referenced in place, BF16/F16 converted block by block into a temporary file),
  * build the forward graph and emit the ONNX model (weights as external data references). With --run, it then
- * creates the ORT session and runs a 4-token forward, reported separately: ORT maps the weight files and
- * pre-packs the matmul weights, so that high-water mark follows the model size, not the largest tensor.
+ * creates the ORT session and runs a 4-token forward, reported separately: ORT maps the weight files and the
+ * run touches them all, so that high-water mark follows the model size, not the largest tensor.
  */
 import { Graph, Session } from '../lib/engine/index.ts';
 import { buildLlamaGraph } from '../lib/model/llama-graph.ts';

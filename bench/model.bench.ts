@@ -125,8 +125,8 @@ async function loadRss(
       `${(bytesOnDisk / 1e9).toFixed(2)} GB of weights on disk; largest tensor ${mib(largest)} MiB as float32; ` +
       `RSS before loading ${mib(rep.before)} MiB; load ${round(rep.loadMs / 1e3)} s (open, validate, prepare weights, ` +
       `build and emit the graph). Then creating the ORT session and a 4-token forward: high water ` +
-      `${mib(rep.afterRun ?? 0)} MiB in ${round((rep.runMs ?? 0) / 1e3)} s (ORT maps the weights and pre-packs ` +
-      'the matmul weights: that part scales with the model, not the largest tensor)',
+      `${mib(rep.afterRun ?? 0)} MiB in ${round((rep.runMs ?? 0) / 1e3)} s (ORT maps the weights, which the run ` +
+      'touches: that part scales with the model, not the largest tensor)',
   };
 }
 

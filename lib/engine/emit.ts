@@ -58,6 +58,8 @@ export interface EmittedModel {
   nodeCount: number;
   /** The op domains the model uses ('' is the ONNX domain). */
   domains: string[];
+  /** The op types the model uses, each once, as `domain:OpType` outside the ONNX domain (`com.microsoft:MatMulNBits`). */
+  ops: string[];
 }
 
 function weightBytes(t: Tensor): number {
@@ -218,6 +220,7 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
     external,
     nodeCount: ctx.nodes.length,
     domains: [...ctx.usedDomains],
+    ops: [...new Set(ctx.nodes.map((n) => (n.domain ? `${n.domain}:${n.opType}` : n.opType!)))],
   };
 }
 

@@ -64,7 +64,8 @@ export interface SessionOptions {
    * weight: on the 1-layer LLaMA-2-7B shape it is the float head (524 MB) and, for a float base, every
    * projection. Measured without it (peak RSS, step time): NF4 training step 1938 → 1488 MB at the same speed
    * (1280 vs 1270 ms), LLaMA-3-8B NF4 generation 6619 → 4815 MB (55 ms per token either way), float training
-   * step 3211 → 1864 MB but 1139 → 1203 ms; session creation 1.7–6 s faster.
+   * step 3211 → 1864 MB but 1139 → 1203 ms; session creation 1.7–6 s faster. Graphs with int4's MatMulNBits keep
+   * it: that kernel's fast path runs on the weights it pre-packed (without, a token took 537 ms instead of 23).
    */
   prepacking?: boolean;
   /**
@@ -73,6 +74,18 @@ export interface SessionOptions {
    * everywhere). Graphs that end up using none run on onnxruntime-node as before.
    */
   nativeKernels?: boolean;
+}
+
+/** int4's fused op (lib/quant/quantized-linear.ts), which needs ORT's pre-packing to be fast. */
+const MATMUL_NBITS = 'com.microsoft:MatMulNBits';
+
+/**
+ * Whether ORT pre-packs a compiled model's matmul weights unless SessionOptions.prepacking says otherwise: for
+ * models whose weights stay in the model file, and for any using int4's MatMulNBits, whose fast kernel runs on
+ * the weights it pre-packed (without it a LLaMA-2-7B-shaped token took 537 ms instead of 23).
+ */
+export function prepacksByDefault(emitted: Pick<EmittedModel, 'external' | 'ops'>): boolean {
+  return !emitted.external || emitted.ops.includes(MATMUL_NBITS);
 }
 
 /** How a compiled session uses memory (SessionOptions.memArena and .prepacking, resolved for one model). */
@@ -301,7 +314,7 @@ export class Session {
     const source: string | Uint8Array = emitted.external ? this.writeExternal(emitted) : emitted.model;
     const memory: SessionMemory = {
       memArena: this.options.memArena ?? !emitted.external,
-      prepacking: this.options.prepacking ?? !emitted.external,
+      prepacking: this.options.prepacking ?? prepacksByDefault(emitted),
     };
     let lastError: Error | null = null;
     for (const provider of candidates) {

@@ -240,47 +240,6 @@ describe('ONNX emission and sessions', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  // Linux only: it reads the process's anonymous resident memory from /proc.
-  it.runIf(process.platform === 'linux')(
-    'a model with external weights gets no pre-packed copy of them unless asked (prepacking)',
-    async () => {
-      const n = 4096; // a 64 MB float32 weight: ORT pre-packs a constant MatMul B into a copy as large
-      const g = new Graph('prepack');
-      const w = g.weight(
-        'w',
-        'float32',
-        [n, n],
-        Float32Array.from({ length: n * n }, (_, i) => (i % 13) / 13),
-      );
-      const x = g.input('x', 'float32', [1, n]);
-      const rssAnonMB = () =>
-        Number(/^RssAnon:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024;
-      const grown = async (prepacking?: boolean) => {
-        const s = new Session(
-          g,
-          { inputs: [x], outputs: { y: linear(x, w) } },
-          {
-            externalDataTotalBytes: 1024,
-            memArena: false,
-            ...(prepacking === undefined ? {} : { prepacking }),
-          },
-        );
-        s.emit(new Map()); // writes the external weights file before the measurement starts
-        const before = rssAnonMB();
-        await s.run({ x: new Float32Array(n).fill(1) });
-        const after = rssAnonMB();
-        await s.release();
-        return after - before;
-      };
-      await grown(false); // the first session in a process also sets up ORT's thread pools
-      const byDefault = await grown();
-      const asked = await grown(true);
-      // The packed copy is 64 MB; what else a session allocates here stays under 16.
-      expect(asked).toBeGreaterThan(56);
-      expect(byDefault).toBeLessThan(16);
-    },
-  );
-
   it('ORT errors at run time name the graph and the provider', async () => {
     const g = new Graph('faulty');
     const idx = g.input('idx', 'int64', [1]);
