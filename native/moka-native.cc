@@ -10,6 +10,8 @@
 //       → Promise<[elementType, dims, ArrayBuffer][]>
 //   release(session)
 //   memorySettings() → { memReuseOff } (memory-settings.cc; false until loaded)
+// createSession's options may name initializers to read from weight files mapped once per process
+// (sharedInitializers; shared-weights.cc).
 // Errors reject (or throw) with ONNX Runtime's message.
 #include <dlfcn.h>
 #include <node_api.h>
@@ -20,6 +22,7 @@
 
 #include "matmul-4bit-op.h"
 #include "memory-settings.h"
+#include "shared-weights.h"
 #include "ort-abi.h"
 
 namespace {
@@ -33,6 +36,26 @@ ort::MemoryInfo* g_cpu = nullptr;
 bool g_shared_arena = false;
 // Whether ORT's planner buffer reuse can be turned off (memory-settings.cc; reported by memorySettings()).
 bool g_mem_reuse_switch = false;
+
+// Weights a session reads from a mapping shared with the addon's other sessions (shared-weights.cc): the tensors
+// over it, and the files mapped for them. They must outlive the session.
+struct SharedWeights {
+  std::vector<ort::Value*> values;
+  std::vector<std::string> files;
+};
+
+void ReleaseSharedWeights(SharedWeights* w) {
+  for (ort::Value* v : w->values) g_api->ReleaseValue(v);
+  for (const std::string& f : w->files) moka::UnmapWeightFile(f);
+  w->values.clear();
+  w->files.clear();
+}
+
+// A session and the shared weights it reads.
+struct Handle {
+  ort::Session* session;
+  SharedWeights weights;
+};
 
 // napi_* calls fail only on misuse (wrong value types, which the JS wrapper prevents); a failure throws a JS
 // error with the call's text, and the binding returns.
@@ -159,6 +182,15 @@ struct CreateJob {
   int mem_arena = 1;  // 0 none, 1 the session's own, 2 the shared arena
   bool mem_reuse = false;  // ORT's planner buffer reuse (off unless asked; memory-settings.cc)
   std::vector<std::pair<std::string, std::string>> config;
+  // Initializers to read from shared mappings instead of the model's external data (sharedInitializers).
+  struct SharedInitializer {
+    std::string name, file;
+    int64_t offset = 0, length = 0;
+    int element_type = 0;
+    std::vector<int64_t> dims;
+  };
+  std::vector<SharedInitializer> shared;
+  SharedWeights weights;  // what `shared` became; handed to the session's Handle
   ort::Session* session = nullptr;
   std::vector<std::string> input_names, output_names;
 };
@@ -181,6 +213,30 @@ std::vector<std::string> Names(ort::Session* s, bool inputs, std::string* error)
   return names;
 }
 
+// Maps the files of job->shared and adds a tensor over each initializer's bytes to `opts`.
+std::string AddSharedInitializers(CreateJob* job, ort::SessionOptions* opts) {
+  for (const auto& init : job->shared) {
+    int64_t size = 0;
+    std::string err;
+    const char* base = moka::MapWeightFile(init.file, &size, &err);
+    if (!base) return err;
+    job->weights.files.push_back(init.file);
+    if (init.offset < 0 || init.length < 0 || init.offset + init.length > size)
+      return "initializer " + init.name + ": bytes [" + std::to_string(init.offset) + ", +" +
+             std::to_string(init.length) + ") lie outside " + init.file;
+    ort::Value* value = nullptr;
+    err = Take(g_api->CreateTensorWithDataAsOrtValue(g_cpu, const_cast<char*>(base) + init.offset,
+                                                     static_cast<size_t>(init.length), init.dims.data(),
+                                                     init.dims.size(), static_cast<ort::ElementType>(init.element_type),
+                                                     &value));
+    if (!err.empty()) return "initializer " + init.name + ": " + err;
+    job->weights.values.push_back(value);
+    err = Take(g_api->AddInitializer(opts, init.name.c_str(), value));
+    if (!err.empty()) return "initializer " + init.name + ": " + err;
+  }
+  return "";
+}
+
 void CreateExecute(napi_env, void* data) {
   auto* job = static_cast<CreateJob*>(data);
   ort::SessionOptions* opts = nullptr;
@@ -195,6 +251,7 @@ void CreateExecute(napi_env, void* data) {
   if (err.empty() && shared) err = Take(g_api->AddSessionConfigEntry(opts, "session.use_env_allocators", "1"));
   if (err.empty()) err = Take(g_api->DisableMemPattern(opts));
   if (err.empty() && !job->mem_reuse) moka::DisableMemReuse(opts);  // best effort: see memory-settings.cc
+  if (err.empty()) err = AddSharedInitializers(job, opts);
   if (err.empty() && !job->optimized_path.empty())
     err = Take(g_api->SetOptimizedModelFilePath(opts, job->optimized_path.c_str()));
   if (err.empty() && !job->profile_prefix.empty())
@@ -213,6 +270,7 @@ void CreateExecute(napi_env, void* data) {
     g_api->ReleaseSession(job->session);
     job->session = nullptr;
   }
+  if (!err.empty()) ReleaseSharedWeights(&job->weights);  // no session reads them
 }
 
 void Reject(napi_env env, napi_deferred deferred, const std::string& message) {
@@ -229,7 +287,8 @@ void CreateComplete(napi_env env, napi_status, void* data) {
   } else {
     napi_value result, handle;
     napi_create_object(env, &result);
-    napi_create_external(env, job->session, nullptr, nullptr, &handle);
+    auto* h = new Handle{job->session, std::move(job->weights)};
+    napi_create_external(env, h, nullptr, nullptr, &handle);
     napi_set_named_property(env, result, "session", handle);
     napi_set_named_property(env, result, "inputNames", StringArray(env, job->input_names));
     napi_set_named_property(env, result, "outputNames", StringArray(env, job->output_names));
@@ -248,10 +307,47 @@ napi_value Property(napi_env env, napi_value obj, const char* name) {
   return v;
 }
 
+// A whole number property beyond int range (byte offsets in multi-GB files); -1 when absent.
+int64_t Int64Property(napi_env env, napi_value obj, const char* name) {
+  napi_value v = Property(env, obj, name);
+  int64_t out = -1;
+  if (v) napi_get_value_int64(env, v, &out);
+  return out;
+}
+
 int IntProperty(napi_env env, napi_value obj, const char* name, int fallback) {
   napi_value v = Property(env, obj, name);
   int32_t out = fallback;
   if (v && napi_get_value_int32(env, v, &out) != napi_ok) return fallback;
+  return out;
+}
+
+// [{ name, file, offset, length, elementType, dims }] (NativeSessionOptions.sharedInitializers).
+std::vector<CreateJob::SharedInitializer> SharedInitializers(napi_env env, napi_value list) {
+  std::vector<CreateJob::SharedInitializer> out;
+  uint32_t n = 0;
+  napi_get_array_length(env, list, &n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value e;
+    napi_get_element(env, list, i, &e);
+    CreateJob::SharedInitializer init;
+    init.name = StringArg(env, Property(env, e, "name"));
+    init.file = StringArg(env, Property(env, e, "file"));
+    init.offset = Int64Property(env, e, "offset");
+    init.length = Int64Property(env, e, "length");
+    init.element_type = IntProperty(env, e, "elementType", 0);
+    napi_value dims = Property(env, e, "dims");
+    uint32_t rank = 0;
+    napi_get_array_length(env, dims, &rank);
+    for (uint32_t j = 0; j < rank; j++) {
+      napi_value d;
+      napi_get_element(env, dims, j, &d);
+      int64_t v = 0;
+      napi_get_value_int64(env, d, &v);
+      init.dims.push_back(v);
+    }
+    out.push_back(std::move(init));
+  }
   return out;
 }
 
@@ -280,6 +376,7 @@ napi_value CreateSession(napi_env env, napi_callback_info info) {
   job->log_severity = IntProperty(env, o, "logSeverityLevel", 4);
   job->mem_arena = IntProperty(env, o, "memArena", 1);
   job->mem_reuse = IntProperty(env, o, "memReuse", 0) != 0;
+  if (napi_value list = Property(env, o, "sharedInitializers")) job->shared = SharedInitializers(env, list);
   if (napi_value p = Property(env, o, "optimizedModelPath")) job->optimized_path = StringArg(env, p);
   if (napi_value p = Property(env, o, "profileFilePrefix")) job->profile_prefix = StringArg(env, p);
   if (napi_value cfg = Property(env, o, "config")) {
@@ -455,7 +552,7 @@ napi_value Run(napi_env env, napi_callback_info info) {
   auto* job = new RunJob;
   void* handle = nullptr;
   napi_get_value_external(env, args[0], &handle);
-  job->session = static_cast<ort::Session*>(handle);
+  if (auto* h = static_cast<Handle*>(handle)) job->session = h->session;
   job->input_names = StringList(env, args[1]);
   job->output_names = StringList(env, args[3]);
   napi_value promise;
@@ -484,7 +581,12 @@ napi_value Release(napi_env env, napi_callback_info info) {
   auto args = Args(env, info, 1);
   void* handle = nullptr;
   napi_get_value_external(env, args[0], &handle);
-  if (handle && g_api) g_api->ReleaseSession(static_cast<ort::Session*>(handle));
+  auto* h = static_cast<Handle*>(handle);
+  if (h && g_api) {
+    g_api->ReleaseSession(h->session);
+    ReleaseSharedWeights(&h->weights);  // after the session: it read them to its end
+  }
+  delete h;
   return nullptr;
 }
 

@@ -97,6 +97,7 @@ enum Slot : int {
   kReleaseSessionOptions = 100,
   kAddSessionConfigEntry = 130,
   kCreateAndRegisterAllocator = 144,
+  kAddInitializer = 150,
   kReleaseArenaCfg = 157,
   kCreateArenaCfgV2 = 164,
 };
@@ -256,6 +257,10 @@ class Api {
     fn<void (*)(TensorTypeAndShapeInfo*)>(kReleaseTensorTypeAndShapeInfo)(i);
   }
   void ReleaseSessionOptions(SessionOptions* o) const { fn<void (*)(SessionOptions*)>(kReleaseSessionOptions)(o); }
+  // The value (and the memory it points to) must outlive every session created with these options.
+  Status* AddInitializer(SessionOptions* o, const char* name, const Value* value) const {
+    return fn<Status* (*)(SessionOptions*, const char*, const Value*)>(kAddInitializer)(o, name, value);
+  }
   Status* AddSessionConfigEntry(SessionOptions* o, const char* key, const char* value) const {
     return fn<Status* (*)(SessionOptions*, const char*, const char*)>(kAddSessionConfigEntry)(o, key, value);
   }

@@ -49,6 +49,18 @@ export interface ExternalBlob {
    * the model points at `location` (a hard link to `target` beside the model file) at their offset.
    */
   links: { location: string; target: string }[];
+  /**
+   * The weights referenced where they are (through `links`), each with its file, byte range, ONNX element type
+   * and dims: what a session can read from a mapping shared with other sessions instead (lib/engine/session.ts).
+   */
+  inPlace: {
+    tensorName: string;
+    file: string;
+    offset: number;
+    length: number;
+    dataType: number;
+    dims: number[];
+  }[];
 }
 
 export interface EmittedModel {
@@ -130,7 +142,7 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
   const totalWeightBytes = weights.reduce((s, t) => s + weightBytes(t), 0);
   const externalize = totalWeightBytes > (req.externalDataTotalBytes ?? 1.5 * 2 ** 30);
   const external: ExternalBlob | null = externalize
-    ? { location: `${sanitize(graphName)}.weights`, parts: [], links: [] }
+    ? { location: `${sanitize(graphName)}.weights`, parts: [], links: [], inPlace: [] }
     : null;
   let offset = 0;
   const linkFor = (target: string): string => {
@@ -155,6 +167,14 @@ export function emitOnnx(graphName: string, req: EmitRequest): EmittedModel {
         { key: 'offset', value: String(data.offset) },
         { key: 'length', value: String(data.length) },
       ];
+      external.inPlace.push({
+        tensorName: proto.name!,
+        file: data.file,
+        offset: data.offset,
+        length: data.length,
+        dataType: proto.dataType!,
+        dims: proto.dims as number[],
+      });
     } else if (external && weightBytes(w) >= 1024) {
       const length = weightBytes(w);
       proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;

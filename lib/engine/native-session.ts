@@ -64,6 +64,20 @@ export interface NativeSessionOptions {
    * default). See native/memory-settings.cc.
    */
   memReuse?: 0 | 1;
+  /**
+   * Initializers to read from weight files the addon maps once per process and shares between its sessions
+   * (ORT's AddInitializer), instead of the model's external data, which ORT would map again for each session
+   * (native/shared-weights.cc): the initializer's name, its file (absolute path), byte offset and length,
+   * ONNX element type and dims.
+   */
+  sharedInitializers?: {
+    name: string;
+    file: string;
+    offset: number;
+    length: number;
+    elementType: number;
+    dims: number[];
+  }[];
   optimizedModelPath?: string;
   /** Write ORT's per-node profile (JSON, on release) to files with this prefix. */
   profileFilePrefix?: string;

@@ -23,7 +23,7 @@ import { UserError } from '../errors.ts';
 import { makeScratchDir } from '../output-cleanup.ts';
 import type { HostArray } from './dtype.ts';
 import { ortTypeOf } from './dtype.ts';
-import { emitOnnx, type EmittedModel } from './emit.ts';
+import { emitOnnx, type EmittedModel, type ExternalBlob } from './emit.ts';
 import { MOKA_OP_DOMAIN, NativeSession, nativeKernels, ortBinaryDir } from './native-session.ts';
 import { GraphError, type Graph, type Tensor } from './graph.ts';
 import { bindDim, isStatic, shapeStr, type Shape } from './shape.ts';
@@ -320,7 +320,7 @@ export class Session {
     for (const provider of candidates) {
       try {
         const session = emitted.domains.includes(MOKA_OP_DOMAIN)
-          ? await this.createNative(source, memory)
+          ? await this.createNative(source, memory, emitted.external)
           : await this.createOn(provider, source, memory);
         this.resolvedProvider = provider;
         return {
@@ -357,8 +357,23 @@ export class Session {
   }
 
   /** A session of moka's native addon (lib/engine/native-session.ts), for graphs that use moka's kernels. */
-  private async createNative(source: string | Uint8Array, memory: SessionMemory): Promise<RunnableSession> {
+  private async createNative(
+    source: string | Uint8Array,
+    memory: SessionMemory,
+    external: ExternalBlob | null,
+  ): Promise<RunnableSession> {
     const settings = this.sessionSettings(memory);
+    // Weights that sit in files (checkpoint shards) are read from one mapping per file shared by all of the
+    // addon's sessions, not mapped again by each (a model's prompt and decode-step sessions: 2556 -> 1540 MB
+    // peak RSS on 4 LLaMA-2-7B NF4 layers).
+    const sharedInitializers = (external?.inPlace ?? []).map((w) => ({
+      name: w.tensorName,
+      file: resolve(w.file),
+      offset: w.offset,
+      length: w.length,
+      elementType: w.dataType,
+      dims: w.dims,
+    }));
     try {
       return await NativeSession.create(source, {
         ...(this.options.intraOpThreads ? { intraOpThreads: this.options.intraOpThreads } : {}),
@@ -372,6 +387,7 @@ export class Session {
         ...(this.options.optimizedModelPath ? { optimizedModelPath: this.options.optimizedModelPath } : {}),
         ...(process.env.MOKA_ORT_PROFILE ? { profileFilePrefix: process.env.MOKA_ORT_PROFILE } : {}),
         config: Object.entries(settings.config),
+        ...(sharedInitializers.length ? { sharedInitializers } : {}),
       });
     } catch (err) {
       throw new Error(
