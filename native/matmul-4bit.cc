@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "matmul-4bit-internal.h"
 
@@ -47,7 +48,7 @@ constexpr int kLanes = 8;         // partial sums per row of X: one AVX register
 constexpr int64_t kFusedRowsMax = 16;
 // A row of X of this many floats (32 KiB, a common L1 data cache) or more no longer stays in L1 across output
 // features: a single row then takes four features per pass (AVX-512, FusedTileAvx512) or two (AVX2,
-// FusedPairAvx2; its 16 registers hold no more).
+// FusedTileAvx2; its 16 registers hold no more).
 constexpr int64_t kL1RowFloats = 8192;
 
 bool FastPathApplies(int64_t K, int64_t block_size) { return K % kGroup == 0 && block_size % kGroup == 0; }
@@ -144,6 +145,26 @@ void FastRowsScalar(const float* x, int64_t M, int64_t K, const uint8_t* packed,
 // ---- AVX2 + FMA fast path --------------------------------------------------------------------------------------
 
 #if MOKA_HAVE_AVX2_PATH
+
+// Covers `rows` rows of X with tiles of 8, 4, 3, 2 and 1 rows (the sizes the fused kernels are instantiated for),
+// calling tile(R, first_row) with R a std::integral_constant. The vector paths pass lambdas that carry their own
+// target attribute (a lambda does not inherit its function's), and this is always inlined into them, so each
+// tile's kernel can be inlined as if called directly (without, the AVX2 path ran 5% slower on 4 and 12 rows).
+template <typename Tile>
+__attribute__((always_inline)) inline void ForEachRowTile(int64_t rows, Tile&& tile) {
+  int64_t r = 0;
+  for (; r + 8 <= rows; r += 8) tile(std::integral_constant<int, 8>{}, r);
+  if (r + 4 <= rows) {
+    tile(std::integral_constant<int, 4>{}, r);
+    r += 4;
+  }
+  switch (rows - r) {
+    case 3: tile(std::integral_constant<int, 3>{}, r); break;
+    case 2: tile(std::integral_constant<int, 2>{}, r); break;
+    case 1: tile(std::integral_constant<int, 1>{}, r); break;
+    default: break;
+  }
+}
 
 // Eight weights from four packed bytes. The bytes are broadcast to every 32-bit lane (a load, not a shuffle) and
 // lane l shifts its own nibble down: vpermps reads only the low 3 bits of each index, so no mask is needed, and a
@@ -251,97 +272,71 @@ MOKA_AVX2 void ColumnsAvx2(const float* x, int64_t rows, int64_t K, const uint8_
     for (int c = 0; c < C; ++c) y[r * N + n + c] = HorizontalSum(acc[r * C + c]);
 }
 
-// Output feature n for R <= 8 rows of X, decoding straight into registers: skipping a buffer saves a store and a
-// load per 8 weights, which is most of the cost when few rows share each decoded weight. y[r * N + n] for r < R.
-// S chains per row: two while R <= 4, so that even R = 1 keeps enough FMAs in flight; one at R = 8 (registers).
-template <int R>
-MOKA_AVX2 void FusedRowsAvx2(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
+// Output features n .. n+C-1 for R <= 8 rows of X, decoding straight into registers: skipping a buffer saves a
+// store and a load per 8 weights, which is most of the cost when few rows share each decoded weight.
+// y[r * N + n + c] for r < R, c < C. S chains per (row, feature): two while R <= 4, so that even R = 1 keeps enough
+// FMAs in flight; one at R = 8 (registers). C = 2 serves one row longer than L1 holds (K >= kL1RowFloats): each
+// loaded x vector then feeds both features' FMAs, and the row is read once per two features (one thread,
+// 11008 -> 4096: 4.0 -> 3.1 ms; at K = 4096 one feature per pass stays faster). Each (row, feature) sums in the
+// same order for every C, so results do not depend on how features are grouped.
+template <int R, int C>
+MOKA_AVX2 void FusedTileAvx2(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
                              const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
   constexpr int S = R <= 4 ? 2 : 1;
-  __m256 acc[S][R];
+  __m256 acc[S][R][C];
   for (int s = 0; s < S; ++s)
-    for (int r = 0; r < R; ++r) acc[s][r] = _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) acc[s][r][c] = _mm256_setzero_ps();
   const __m256 code_low = _mm256_loadu_ps(code);
   const __m256 code_high = _mm256_loadu_ps(code + 8);
-  // The 16 levels scaled by the current block's absmax; rescaled when k reaches the next block (the first block
-  // may start before the row does when blocks straddle rows). One loop, so the accumulators stay in registers.
-  int64_t block = n * K / block_size;
-  int64_t next_block_k = block_size - n * K % block_size;
-  __m256 scale = _mm256_broadcast_ss(absmax + block);
-  __m256 low_levels = _mm256_mul_ps(code_low, scale), high_levels = _mm256_mul_ps(code_high, scale);
-  const uint8_t* p = packed + n * K / 2;
-  for (int64_t k = 0; k < K; k += kGroup, p += kGroup / 2) {
-    if (k == next_block_k) {
-      next_block_k += block_size;
-      scale = _mm256_broadcast_ss(absmax + ++block);
-      low_levels = _mm256_mul_ps(code_low, scale);
-      high_levels = _mm256_mul_ps(code_high, scale);
-    }
-    const __m256 w0 = DecodeEight(p, low_levels, high_levels);
-    const __m256 w1 = DecodeEight(p + 4, low_levels, high_levels);
-    for (int r = 0; r < R; ++r) {
-      acc[0][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + k), w0, acc[0][r]);
-      acc[S - 1][r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * K + k + 8), w1, acc[S - 1][r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) y[r * N + n] = HorizontalSum(S == 2 ? _mm256_add_ps(acc[0][r], acc[S - 1][r]) : acc[0][r]);
-}
-
-// Output features n and n+1 for one row of X longer than L1 holds (K >= kL1RowFloats): each loaded x vector feeds
-// both features' FMAs, so the row is read once per two features instead of once per feature (measured, one
-// thread, 11008 -> 4096: 4.0 -> 3.1 ms; K = 4096 is left to FusedRowsAvx2<1>). Per feature the same two chains
-// in the same order as FusedRowsAvx2<1>, so the result does not depend on the pairing.
-MOKA_AVX2 void FusedPairAvx2(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
-                             const float* code, int64_t block_size, float* y, int64_t n) {
-  __m256 acc0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, acc1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  const __m256 code_low = _mm256_loadu_ps(code);
-  const __m256 code_high = _mm256_loadu_ps(code + 8);
-  int64_t block[2], next_block_k[2];
-  __m256 low_levels[2], high_levels[2];
-  for (int c = 0; c < 2; ++c) {
+  // Per feature, the 16 levels scaled by the current block's absmax; rescaled when k reaches the next block (the
+  // first block may start before the row does when blocks straddle rows). One loop, so the accumulators stay in
+  // registers.
+  int64_t block[C], next_block_k[C];
+  __m256 low_levels[C], high_levels[C];
+  const uint8_t* p[C];
+  for (int c = 0; c < C; ++c) {
     const int64_t start = (n + c) * K;
     block[c] = start / block_size;
     next_block_k[c] = block_size - start % block_size;
     const __m256 scale = _mm256_broadcast_ss(absmax + block[c]);
     low_levels[c] = _mm256_mul_ps(code_low, scale);
     high_levels[c] = _mm256_mul_ps(code_high, scale);
+    p[c] = packed + start / 2;
   }
-  const uint8_t* p0 = packed + n * K / 2;
-  const uint8_t* p1 = packed + (n + 1) * K / 2;
-  for (int64_t k = 0; k < K; k += kGroup, p0 += kGroup / 2, p1 += kGroup / 2) {
-    for (int c = 0; c < 2; ++c) {
+  for (int64_t k = 0; k < K; k += kGroup) {
+    __m256 w0[C], w1[C];
+    for (int c = 0; c < C; ++c) {
       if (k == next_block_k[c]) {
         next_block_k[c] += block_size;
         const __m256 scale = _mm256_broadcast_ss(absmax + ++block[c]);
         low_levels[c] = _mm256_mul_ps(code_low, scale);
         high_levels[c] = _mm256_mul_ps(code_high, scale);
       }
+      w0[c] = DecodeEight(p[c], low_levels[c], high_levels[c]);
+      w1[c] = DecodeEight(p[c] + 4, low_levels[c], high_levels[c]);
+      p[c] += kGroup / 2;
     }
-    const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-    acc0[0] = _mm256_fmadd_ps(x0, DecodeEight(p0, low_levels[0], high_levels[0]), acc0[0]);
-    acc0[1] = _mm256_fmadd_ps(x1, DecodeEight(p0 + 4, low_levels[0], high_levels[0]), acc0[1]);
-    acc1[0] = _mm256_fmadd_ps(x0, DecodeEight(p1, low_levels[1], high_levels[1]), acc1[0]);
-    acc1[1] = _mm256_fmadd_ps(x1, DecodeEight(p1 + 4, low_levels[1], high_levels[1]), acc1[1]);
+    for (int r = 0; r < R; ++r) {
+      const __m256 x0 = _mm256_loadu_ps(x + r * K + k), x1 = _mm256_loadu_ps(x + r * K + k + 8);
+      for (int c = 0; c < C; ++c) {
+        acc[0][r][c] = _mm256_fmadd_ps(x0, w0[c], acc[0][r][c]);
+        acc[S - 1][r][c] = _mm256_fmadd_ps(x1, w1[c], acc[S - 1][r][c]);
+      }
+    }
   }
-  y[n] = HorizontalSum(_mm256_add_ps(acc0[0], acc0[1]));
-  y[n + 1] = HorizontalSum(_mm256_add_ps(acc1[0], acc1[1]));
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c)
+      y[r * N + n + c] =
+          HorizontalSum(S == 2 ? _mm256_add_ps(acc[0][r][c], acc[S - 1][r][c]) : acc[0][r][c]);
 }
 
 // Output feature n for all `rows` rows of X, eight rows (eight FMA chains) per pass over the packed row.
 MOKA_AVX2 void FusedColumnAvx2(const float* x, int64_t rows, int64_t K, const uint8_t* packed, const float* absmax,
                                const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
-  int64_t r = 0;
-  for (; r + 8 <= rows; r += 8) FusedRowsAvx2<8>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
-  if (r + 4 <= rows) {
-    FusedRowsAvx2<4>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
-    r += 4;
-  }
-  switch (rows - r) {
-    case 3: FusedRowsAvx2<3>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
-    case 2: FusedRowsAvx2<2>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
-    case 1: FusedRowsAvx2<1>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
-    default: break;
-  }
+  ForEachRowTile(rows, [&](auto R, int64_t r) MOKA_AVX2 {
+    FusedTileAvx2<R(), 1>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
+  });
 }
 
 MOKA_AVX2 void FastRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t* packed, const float* absmax,
@@ -354,7 +349,7 @@ MOKA_AVX2 void FastRowsAvx2(const float* x, int64_t M, int64_t K, const uint8_t*
     if (rows <= kFusedRowsMax) {
       int64_t n = n_begin;
       if (rows == 1 && K >= kL1RowFloats) {
-        for (; n + 2 <= n_end; n += 2) FusedPairAvx2(xt, K, packed, absmax, code, block_size, yt, n);
+        for (; n + 2 <= n_end; n += 2) FusedTileAvx2<1, 2>(xt, K, packed, absmax, code, N, block_size, yt, n);
       }
       for (; n < n_end; ++n) FusedColumnAvx2(xt, rows, K, packed, absmax, code, N, block_size, yt, n);
       continue;
@@ -444,27 +439,12 @@ MOKA_AVX512 void FusedTileAvx512(const float* x, int64_t K, const uint8_t* packe
     for (int c = 0; c < C; ++c) y[r * N + n + c] = _mm512_reduce_add_ps(_mm512_add_ps(even[r][c], odd[r][c]));
 }
 
-template <int R>
-MOKA_AVX512 void FusedRowsAvx512(const float* x, int64_t K, const uint8_t* packed, const float* absmax,
-                                 const float* code, int64_t N, int64_t block_size, float* y, int64_t n) {
-  FusedTileAvx512<R, 1>(x, K, packed, absmax, code, N, block_size, y, n);
-}
-
 MOKA_AVX512 void FusedColumnAvx512(const float* x, int64_t rows, int64_t K, const uint8_t* packed,
                                    const float* absmax, const float* code, int64_t N, int64_t block_size, float* y,
                                    int64_t n) {
-  int64_t r = 0;
-  for (; r + 8 <= rows; r += 8) FusedRowsAvx512<8>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
-  if (r + 4 <= rows) {
-    FusedRowsAvx512<4>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
-    r += 4;
-  }
-  switch (rows - r) {
-    case 3: FusedRowsAvx512<3>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
-    case 2: FusedRowsAvx512<2>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
-    case 1: FusedRowsAvx512<1>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n); break;
-    default: break;
-  }
+  ForEachRowTile(rows, [&](auto R, int64_t r) MOKA_AVX512 {
+    FusedTileAvx512<R(), 1>(x + r * K, K, packed, absmax, code, N, block_size, y + r * N, n);
+  });
 }
 
 // Tiles of more than kFusedRowsMax rows keep the AVX2 buffered path.

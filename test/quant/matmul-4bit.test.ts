@@ -11,9 +11,6 @@
  *   - a model ONNX Runtime rejects is an error with its message, not a crash.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { Graph, Session, grad, mul, reduceSum } from '../../lib/engine/index.ts';
 import { randomNormal, seededRandom } from '../../lib/engine/gradcheck.ts';
@@ -25,10 +22,8 @@ import {
 import { generateTokens } from '../../lib/model/generation.ts';
 import { LlamaModel } from '../../lib/model/llama-model.ts';
 import { scoreTokens } from '../../lib/model/scoring.ts';
-import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
-import { openFrozenBase, type FrozenBase } from '../../lib/quant/frozen-base.ts';
+import type { FrozenBase } from '../../lib/quant/frozen-base.ts';
 import { quantizeNf4, type Nf4Weight } from '../../lib/quant/nf4.ts';
-import { quantizeCheckpoint } from '../../lib/quant/quantize-checkpoint.ts';
 import {
   MATMUL_4BIT_MAX_ROWS,
   quantizedLinear,
@@ -36,6 +31,7 @@ import {
 } from '../../lib/quant/quantized-linear.ts';
 import { dequantizeToFloat32 } from '../../lib/quant/quantized-weight.ts';
 import { maxRelativeError } from '../model/reference-llama.ts';
+import { openTinyNf4Base, type TinyNf4Base } from '../helpers/tiny-nf4-base.ts';
 
 const { onnx } = onnxProto;
 const rand = seededRandom(41);
@@ -186,24 +182,13 @@ describe('MatMul4bit: where it is used', () => {
 });
 
 describe('MatMul4bit in a whole NF4 LLaMA', () => {
-  let root: string;
+  let tiny: TinyNf4Base;
   let base: FrozenBase;
   beforeAll(async () => {
-    root = mkdtempSync(join(tmpdir(), 'moka-matmul4bit-'));
-    await writeTinyCheckpoint({ dir: join(root, 'f32'), seed: 12, hiddenSize: 64, intermediateSize: 128 });
-    await quantizeCheckpoint({
-      modelDir: join(root, 'f32'),
-      outDir: join(root, 'nf4'),
-      format: 'nf4',
-      blockSize: 64,
-      doubleQuant: true,
-    });
-    base = await openFrozenBase(join(root, 'nf4'));
+    tiny = await openTinyNf4Base('moka-matmul4bit-', { seed: 12, hiddenSize: 64, intermediateSize: 128 });
+    base = tiny.base;
   });
-  afterAll(async () => {
-    await base?.close();
-    rmSync(root, { recursive: true, force: true });
-  });
+  afterAll(() => tiny?.close());
 
   const modelOf = (nativeKernels: boolean) =>
     LlamaModel.fromParts(base.checkpoint, base.weights, { hooks: { base: base.base! }, nativeKernels });

@@ -13,23 +13,22 @@
  *     (rel < 1e-5), and the forward equals the float model of the dequantized weights (rel < 1e-4).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { Graph, Session } from '../../lib/engine/index.ts';
 import { nativeMemorySettings } from '../../lib/engine/native-session.ts';
-import { writeTinyCheckpoint } from '../../lib/model/tiny-checkpoint.ts';
 import { buildLlamaGraph } from '../../lib/model/llama-graph.ts';
-import { quantizeCheckpoint } from '../../lib/quant/quantize-checkpoint.ts';
-import { openFrozenBase, type FrozenBase } from '../../lib/quant/frozen-base.ts';
+import type { FrozenBase } from '../../lib/quant/frozen-base.ts';
 import { parseAdapterConfig } from '../../lib/adapters/adapter-config.ts';
 import { createAdapterRuntime } from '../../lib/adapters/adapter-runtime.ts';
 import { createLlamaStepProgram } from '../../lib/train/llama-step-program.ts';
 import { randomNormal, seededRandom } from '../../lib/engine/gradcheck.ts';
 import type { TokenBatch } from '../../lib/train/step-program.ts';
+import { openTinyNf4Base, type TinyNf4Base } from '../helpers/tiny-nf4-base.ts';
 
 const { onnx } = onnxProto;
+let tiny: TinyNf4Base;
 let root: string;
 let base: FrozenBase;
 const HIDDEN = 64;
@@ -37,9 +36,7 @@ const MLP = 128;
 const LAYERS = 2;
 
 beforeAll(async () => {
-  root = mkdtempSync(join(tmpdir(), 'moka-no-decoded-'));
-  await writeTinyCheckpoint({
-    dir: join(root, 'f32'),
+  tiny = await openTinyNf4Base('moka-no-decoded-', {
     seed: 3,
     hiddenSize: HIDDEN,
     intermediateSize: MLP,
@@ -47,20 +44,10 @@ beforeAll(async () => {
     numHeads: 4,
     numKvHeads: 2,
   });
-  await quantizeCheckpoint({
-    modelDir: join(root, 'f32'),
-    outDir: join(root, 'nf4'),
-    format: 'nf4',
-    blockSize: 64,
-    doubleQuant: true,
-  });
-  base = await openFrozenBase(join(root, 'nf4'));
+  ({ base, root } = tiny);
 });
 
-afterAll(async () => {
-  await base?.close();
-  rmSync(root, { recursive: true, force: true });
-});
+afterAll(() => tiny?.close());
 
 function loadGraph(path: string) {
   return onnx.ModelProto.decode(readFileSync(path)).graph!;
